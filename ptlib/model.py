@@ -182,7 +182,8 @@ def tiny_lm(seed: int = 0, width: int = 32, layers: int = 2, device: str = "cpu"
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
     return LM(_freeze(model).to(resolve_device(device)), tokenizer, resolve_device(device),
               f"tiny-llama-{width}x{layers}")

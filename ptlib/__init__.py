@@ -1,0 +1,32 @@
+"""ptlib: the library behind the P-Tuning course.
+
+From discrete prompt search (manual prompts, random search, AutoPrompt) to continuous prompts
+(free vectors, P-Tuning's LSTM and an MLP reparameterisation) on a frozen causal LM. Importing
+ptlib has no side effects: no seeding, no downloads, no model loading.
+"""
+
+from ptlib.checkpoint import load_prompt, save_prompt
+from ptlib.data import Fact, Task, list_tasks, load_task, read_facts
+from ptlib.discrete import SearchConfig, SearchResult, manual_prompts, search
+from ptlib.encoders import build_encoder
+from ptlib.errors import (
+    ConfigError,
+    DataError,
+    ModelError,
+    PTLibError,
+    TemplateError,
+    TrainingError,
+)
+from ptlib.model import LM, load_lm, tiny_lm
+from ptlib.objective import Evaluation, evaluate
+from ptlib.runtime import fast_mode
+from ptlib.template import Template, build_batch, parse_template
+from ptlib.train import TrainConfig, TrainResult, train
+
+__all__ = [
+    "LM", "ConfigError", "DataError", "Evaluation", "Fact", "ModelError", "PTLibError",
+    "SearchConfig", "SearchResult", "Task", "Template", "TemplateError", "TrainConfig",
+    "TrainResult", "TrainingError", "build_batch", "build_encoder", "evaluate", "fast_mode",
+    "list_tasks", "load_lm", "load_prompt", "load_task", "manual_prompts", "parse_template",
+    "read_facts", "save_prompt", "search", "tiny_lm", "train",
+]
