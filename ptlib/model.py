@@ -170,9 +170,25 @@ def byte_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>")
 
 
+def random_lm(config, tokenizer, seed: int = 0, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32, name: str = "random-init") -> LM:
+    """A frozen random-init causal LM built from a transformers ``config`` (no download): for
+    unit tests, and for GPU throughput at sizes no file here ships (e.g. a 1B Llama)."""
+    from transformers import AutoModelForCausalLM
+
+    resolved = resolve_device(device)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config).to(dtype)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LM(_freeze(model).to(resolved), tokenizer, resolved, name)
+
+
 def tiny_lm(seed: int = 0, width: int = 32, layers: int = 2, device: str = "cpu") -> LM:
-    """A random-init Llama-style model (about 40k parameters) for unit tests; no download."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A random-init Llama-style model (about 27k parameters) with a byte-level tokenizer, for
+    fast unit tests."""
+    from transformers import LlamaConfig
 
     tokenizer = byte_tokenizer()
     config = LlamaConfig(
@@ -182,8 +198,4 @@ def tiny_lm(seed: int = 0, width: int = 32, layers: int = 2, device: str = "cpu"
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
-    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    return LM(_freeze(model).to(resolve_device(device)), tokenizer, resolve_device(device),
-              f"tiny-llama-{width}x{layers}")
+    return random_lm(config, tokenizer, seed, device, name=f"tiny-llama-{width}x{layers}")

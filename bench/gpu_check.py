@@ -1,0 +1,154 @@
+"""GPU path check: ptlib end to end on CUDA with bf16 autocast, then throughput and MFU.
+
+Run on a CUDA machine: ``python bench/gpu_check.py --assets DIR --out FILE.json``. ``DIR`` holds
+SmolLM2's config.json and tokenizer.json (the 540 MB weights do not travel to a lent GPU
+machine, so the SmolLM2-shaped model here is random-init: same architecture, same cost).
+
+1. A real training run through ``ptlib.train`` (LSTM encoder, bf16 autocast of the frozen LM,
+   encoder in fp32): loss before and after, seconds per step, LM unchanged.
+2. bf16 against fp32 on the same prompt: difference in mean NLL.
+3. Soft-prompt training throughput (tokens/s) and model-FLOPs utilisation for the SmolLM2 shape
+   and a ~1B Llama shape at several batch sizes. FLOPs per token: forward 2N plus
+   activation-gradient 2N (the LM is frozen, so no weight gradients), N the transformer-body
+   parameters, plus the LM head at target positions and attention scores.
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, PreTrainedTokenizerFast
+
+from ptlib.data import load_task
+from ptlib.encoders import build_encoder
+from ptlib.model import random_lm
+from ptlib.objective import batch_scores, evaluate, make_batch
+from ptlib.template import parse_template
+from ptlib.train import TrainConfig, train
+
+DENSE_BF16_PEAK = 989e12  # H100/H200 SXM dense bf16 tensor-core peak, FLOP/s
+TEMPLATE = "[P][P][P] {x} [P][P][P]"
+
+
+def smollm2_tokenizer(assets: Path) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(tokenizer_file=str(assets / "tokenizer.json"),
+                                   eos_token="<|im_end|>", pad_token="<|im_end|>")
+
+
+def smollm2_config(assets: Path) -> LlamaConfig:
+    return LlamaConfig(**json.loads((assets / "config.json").read_text()))
+
+
+def llama_1b_config(vocab: int) -> LlamaConfig:
+    return LlamaConfig(vocab_size=vocab, hidden_size=2048, intermediate_size=8192,
+                       num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                       max_position_embeddings=2048, tie_word_embeddings=True)
+
+
+def flops_per_step(lm, batch) -> float:
+    """Model FLOPs of one soft-prompt training step (forward + activation gradients)."""
+    config = lm.model.config
+    body = sum(p.numel() for n, p in lm.model.named_parameters() if "embed" not in n
+               and "lm_head" not in n)
+    tokens = int(batch.attention_mask.sum())
+    seq = batch.input_ids.shape[1]
+    targets = int(batch.target_mask.sum())
+    attention = 4 * seq * config.hidden_size * config.num_hidden_layers  # QK^T and AV, per token
+    forward = 2 * body * tokens + attention * tokens + 2 * config.hidden_size * \
+        config.vocab_size * targets
+    return 2 * forward  # forward + activation gradients of the same size
+
+
+def throughput(lm, facts, batch_size: int, steps: int = 10, warmup: int = 3) -> dict:
+    template = parse_template(TEMPLATE)
+    rows = [facts[i % len(facts)] for i in range(batch_size)]
+    batch = make_batch(lm, template, rows)
+    encoder = build_encoder("lstm", template.num_slots, lm.embeddings, seed=0).to(lm.device)
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-3)
+    for step in range(warmup + steps):
+        if step == warmup:
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+        loss = -batch_scores(lm, batch, prompt=encoder(), precision="bf16").logprob.mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / steps
+    flops = flops_per_step(lm, batch)
+    return {"batch": batch_size, "seq_len": batch.input_ids.shape[1],
+            "seconds_per_step": seconds,
+            "tokens_per_s": int(batch.attention_mask.sum()) / seconds,
+            "tflops": flops / seconds / 1e12, "mfu": flops / seconds / DENSE_BF16_PEAK,
+            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def lm_checksum(lm) -> float:
+    return sum(float(p.double().sum()) for p in lm.model.parameters())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--assets", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--train-steps", type=int, default=150)
+    args = parser.parse_args()
+    report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+              "python": platform.python_version()}
+    import transformers
+    report["transformers"] = transformers.__version__
+    print(json.dumps(report), flush=True)
+    task = load_task("capital_of")
+    tokenizer = smollm2_tokenizer(args.assets)
+
+    lm = random_lm(smollm2_config(args.assets), tokenizer, seed=0, device="cuda",
+                   name="smollm2-135m-shape (random init)")
+    before = lm_checksum(lm)
+    config = TrainConfig(encoder="lstm", steps=args.train_steps, batch_size=16, lr=3e-3,
+                         eval_every=50, precision="auto")
+    started = time.perf_counter()
+    result = train(lm, TEMPLATE, task.split("train"), task.split("dev"), config,
+                   show_progress=False)
+    seconds = time.perf_counter() - started
+    report["training_run"] = {
+        "model": lm.name, "precision_resolved": "bf16 (auto on CUDA)",
+        "steps": config.steps, "loss_first_10": sum(result.history.loss[:10]) / 10,
+        "loss_last_10": sum(result.history.loss[-10:]) / 10,
+        "seconds_per_step_incl_evals": seconds / config.steps,
+        "dev_p_at_1": result.history.dev_p_at_1,
+        "lm_unchanged": lm_checksum(lm) == before,
+        "lm_grads_none": all(p.grad is None for p in lm.model.parameters()),
+    }
+    print(json.dumps(report["training_run"]), flush=True)
+    prompt = result.prompt.to(lm.device)
+    dev = task.split("dev")
+    fp32 = evaluate(lm, parse_template(TEMPLATE), dev, prompt=prompt, precision="fp32").nll
+    bf16 = evaluate(lm, parse_template(TEMPLATE), dev, prompt=prompt, precision="bf16").nll
+    report["bf16_vs_fp32_dev_nll"] = {"fp32": fp32, "bf16": bf16,
+                                      "relative_difference": abs(bf16 - fp32) / abs(fp32)}
+    print(json.dumps(report["bf16_vs_fp32_dev_nll"]), flush=True)
+
+    report["throughput"] = []
+    facts = task.split("train")
+    shapes = [("smollm2-135m", smollm2_config(args.assets), [16, 128, 512, 2048]),
+              ("llama-1b", llama_1b_config(len(tokenizer)), [16, 128, 512, 1024])]
+    for name, shape, sizes in shapes:
+        for weights in (torch.float32, torch.bfloat16):
+            model = random_lm(shape, tokenizer, seed=0, device="cuda", dtype=weights, name=name)
+            params = sum(p.numel() for p in model.model.parameters())
+            for size in sizes:
+                torch.cuda.reset_peak_memory_stats()
+                row = {"model": name, "params": params, "weights": str(weights)}
+                row |= throughput(model, facts, size)
+                report["throughput"].append(row)
+                print(json.dumps(row), flush=True)
+            del model
+            torch.cuda.empty_cache()
+    args.out.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
