@@ -5,6 +5,7 @@ From discrete prompt search (manual prompts, random search, AutoPrompt) to conti
 ptlib has no side effects: no seeding, no downloads, no model loading.
 """
 
+from ptlib import analysis, exercises, plots, report, sweep, widgets
 from ptlib.checkpoint import load_prompt, save_prompt
 from ptlib.data import Fact, Task, list_tasks, load_task, read_facts
 from ptlib.discrete import SearchConfig, SearchResult, manual_prompts, search
@@ -29,4 +30,5 @@ __all__ = [
     "TrainResult", "TrainingError", "build_batch", "build_encoder", "evaluate", "fast_mode",
     "list_tasks", "load_lm", "load_prompt", "load_task", "manual_prompts", "parse_template",
     "read_facts", "save_prompt", "search", "tiny_lm", "train",
+    "analysis", "exercises", "plots", "report", "sweep", "widgets",
 ]
