@@ -176,10 +176,7 @@ def search(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts:
            config: SearchConfig | None = None, show_progress: bool = True) -> SearchResult:
     """Greedy discrete prompt search (AutoPrompt or random swaps) over the template's slots."""
     config = config or SearchConfig()
-    if isinstance(template, str):
-        template = parse_template(template, require_slots=True)
-    else:
-        parse_template(template.text, require_slots=True)
+    template = parse_template(getattr(template, "text", template), require_slots=True)
     if not train_facts or not dev_facts:
         raise ConfigError("search needs at least one train fact and one dev fact")
     generator = torch.Generator().manual_seed(config.seed)

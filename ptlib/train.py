@@ -228,10 +228,7 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
     ``on_eval`` is called with the history after each dev evaluation (live plots).
     """
     config = config or TrainConfig()
-    template = parse_template(template, require_slots=True) if isinstance(template, str) \
-        else template
-    if template.num_slots == 0:
-        parse_template(template.text, require_slots=True)
+    template = parse_template(getattr(template, "text", template), require_slots=True)
     if not train_facts or not dev_facts:
         raise ConfigError("train needs at least one train fact and one dev fact")
     precision = resolve_precision(config, lm.device)
