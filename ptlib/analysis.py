@@ -130,3 +130,95 @@ def path_losses(lm: LM, template: Template, facts: list[Fact], slot_ids: torch.T
         discrete.append(evaluate(lm, template, facts, slot_ids=ids.to(lm.device)).nll)
         snapped.append(lm.tokenizer.decode([nearest]))
     return PathLosses(alphas, torch.tensor(continuous), torch.tensor(discrete), snapped)
+
+
+def _text_ids(lm: LM, text: str) -> torch.Tensor:
+    """``text`` tokenised as templates are (no special tokens): (1, T) on the LM's device."""
+    ids = lm.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    return ids.to(lm.device)
+
+
+@torch.no_grad()
+def next_token_top_k(lm: LM, text: str, k: int = 5) -> list[tuple[str, float]]:
+    """The k most probable next tokens after ``text``, as (token text, probability).
+
+    One forward of the (1, T) token ids; the softmax of the last position's logits (V,) is
+    ranked. ``text`` is tokenised without special tokens, as every template is.
+    """
+    logits = lm.model(input_ids=_text_ids(lm, text)).logits[0, -1].float()  # (V,)
+    probs, ids = torch.softmax(logits, dim=-1).topk(k)  # (k,), (k,)
+    return [(lm.tokenizer.decode([int(i)]), float(p)) for p, i in zip(probs, ids, strict=True)]
+
+
+@torch.no_grad()
+def greedy_continuation(lm: LM, text: str, max_new_tokens: int = 5) -> str:
+    """The greedy (argmax at every step) continuation of ``text``: the new tokens, decoded.
+
+    Runs ``max_new_tokens`` full forwards of the growing (1, T + t) ids (no KV cache: meant for a
+    handful of tokens), so it is exactly the model's next-token argmax, step after step.
+    """
+    ids = _text_ids(lm, text)  # (1, T)
+    start = ids.shape[1]
+    for _ in range(max_new_tokens):
+        logits = lm.model(input_ids=ids).logits[0, -1]  # (V,)
+        ids = torch.cat([ids, logits.argmax().view(1, 1)], dim=1)  # (1, T + t + 1)
+    return lm.tokenizer.decode(ids[0, start:].tolist())
+
+
+def position_coupling(encoder: torch.nn.Module, seed: int = 0) -> torch.Tensor:
+    """How strongly each output prompt vector depends on each input row: (L, L).
+
+    theta = encoder() is the (L, d) prompt and s is the (L, d) table the encoder reads: the seed
+    embedding of an LSTM or MLP encoder (``seed_embedding.weight``), or the vectors themselves
+    for free vectors. Entry (i, j) is ||(d theta_i / d s_j) u_j||, the speed at which output
+    vector i moves when input row j moves along a random unit direction u_j (fixed by ``seed``),
+    computed exactly by one Jacobian-vector product per row (L in all, cheap at any width).
+    Off-diagonal entries are the coupling between positions: zero for free vectors and for the
+    position-wise MLP, non-zero everywhere for the bidirectional LSTM.
+    """
+    name = "seed_embedding.weight" if hasattr(encoder, "seed_embedding") else "vectors"
+    table = dict(encoder.named_parameters())[name].detach()  # (L, d)
+    generator = torch.Generator().manual_seed(seed)
+
+    def produce(rows: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(encoder, {name: rows}, ())  # (L, d)
+
+    columns = []
+    for row in range(table.shape[0]):
+        direction = torch.zeros_like(table)  # (L, d), non-zero only in row j
+        draw = torch.randn(table.shape[1], generator=generator)
+        direction[row] = (draw / draw.norm()).to(table)
+        _, moved = torch.autograd.functional.jvp(produce, table, direction)  # (L, d)
+        columns.append(moved.norm(dim=1))  # (L,)
+    return torch.stack(columns, dim=1)  # (L, L): [i, j]
+
+
+def update_coupling(encoder: torch.nn.Module, seed: int = 0) -> torch.Tensor:
+    """How a gradient step aimed at one output vector moves the others: (L, L).
+
+    J = d theta / d phi is the Jacobian of the (L, d) prompt with respect to all the encoder's
+    parameters phi, J_i its rows for output vector i. A loss that only cares about slot j along a
+    random unit direction u_j (fixed by ``seed``) has gradient J_j^T u_j; one plain gradient step
+    along it moves output i, to first order, by J_i J_j^T u_j. Entry (i, j) is that movement's
+    norm per unit learning rate, computed exactly (one backward and one Jacobian-vector product
+    per slot). Free vectors give a diagonal (each slot owns its parameters); the MLP and the LSTM
+    give dense matrices, because their weights are shared by every slot.
+    """
+    named = [(name, p) for name, p in encoder.named_parameters() if p.requires_grad]
+    names, params = [name for name, _ in named], [p for _, p in named]
+    generator = torch.Generator().manual_seed(seed)
+
+    def produce(*values: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(encoder, dict(zip(names, values, strict=True)), ())
+
+    columns = []
+    for slot in range(encoder().shape[0]):
+        draw = torch.randn(encoder().shape[1], generator=generator)
+        direction = (draw / draw.norm()).to(params[0])  # (d,)
+        grads = torch.autograd.grad(encoder()[slot] @ direction, params, allow_unused=True)
+        grads = tuple(torch.zeros_like(p) if g is None else g
+                      for p, g in zip(params, grads, strict=True))
+        _, moved = torch.autograd.functional.jvp(produce, tuple(p.detach() for p in params),
+                                                 grads)  # (L, d)
+        columns.append(moved.norm(dim=1))  # (L,)
+    return torch.stack(columns, dim=1)  # (L, L): [i, j]

@@ -26,7 +26,7 @@ def save_state(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -
     handle, staging = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
         save_file(plain, staging, metadata={META_KEY: json.dumps(meta)})
         os.replace(staging, path)
     except BaseException:
@@ -41,9 +41,12 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = json.loads((handle.metadata() or {}).get(META_KEY, "{}"))
-        return load_file(str(path)), meta
+        tensors = load_file(str(path))
     except (OSError, SafetensorError, json.JSONDecodeError) as err:
         raise PTLibError(f"{path}: not a readable ptlib file ({err})") from err
+    if not isinstance(meta, dict):
+        raise PTLibError(f"{path}: its ptlib metadata is not a JSON object")
+    return tensors, meta
 
 
 def save_prompt(path: str | Path, prompt: torch.Tensor, template: str, model_name: str) -> Path:

@@ -89,6 +89,8 @@ def _read_jsonl(path: Path, lines: list[str]) -> list[tuple[int, object, object]
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{where}: not valid JSON ({err.msg})") from err
+        except RecursionError as err:
+            raise DataError(f"{where}: JSON nested too deeply") from err
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected an object with fields 'x' and 'y'")
         for key in ("x", "y"):
@@ -119,7 +121,7 @@ def read_facts(path: str | Path) -> list[Fact]:
         raise DataError(f"{path}: cannot read the file ({err})") from err
     reader = _read_tsv if path.suffix.lower() in (".tsv", ".txt") else _read_jsonl
     facts, seen = [], {}
-    for number, x, y in reader(path, text.splitlines()):
+    for number, x, y in reader(path, text.split("\n")):
         where = f"{path}:{number}"
         fact = Fact(_check_text(x, "x", where), _check_text(y, "y", where))
         if fact.x in seen:

@@ -163,7 +163,7 @@ def hotflip_candidates(lm: LM, grad_at_slot: torch.Tensor, allowed: torch.Tensor
     """Top-k allowed tokens by E @ (-grad): the largest first-order loss decrease. (k,)"""
     gain = lm.embeddings.float() @ (-grad_at_slot.float())  # (V,)
     gain = gain.masked_fill(~allowed.to(gain.device), -torch.inf)
-    return gain.topk(k).indices.cpu()
+    return gain.topk(min(k, int(allowed.sum()))).indices.cpu()
 
 
 def random_candidates(allowed: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:

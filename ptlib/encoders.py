@@ -152,8 +152,8 @@ def build_encoder(kind: str, num_slots: int, embeddings: torch.Tensor, seed: int
         raise ConfigError(f"a prompt encoder needs at least one slot, got {num_slots}")
     if kind == "free":
         return FreeVectors(init_free_vectors(init, num_slots, embeddings, generator, phrase_ids))
-    if kind == "lstm":
-        return LSTMEncoder(num_slots, width, hidden_size or width, generator)
-    if kind == "mlp":
-        return MLPEncoder(num_slots, width, hidden_size or width, generator)
+    builders = {"lstm": LSTMEncoder, "mlp": MLPEncoder}
+    if kind in builders:
+        with torch.random.fork_rng(devices=[]):  # nn constructors draw from the global RNG
+            return builders[kind](num_slots, width, hidden_size or width, generator)
     raise ConfigError(f"unknown encoder {kind!r}: choose one of {ENCODERS}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ptlib.data import Fact
-from ptlib.errors import TemplateError
+from ptlib.errors import ConfigError, DataError, TemplateError
 from ptlib.model import LM
 from ptlib.template import Batch, Template, build_batch
 
@@ -23,7 +23,7 @@ def autocast_context(device: torch.device, precision: str):
         return nullcontext()
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
 
 def _check_slots(batch: Batch, num_slots: int) -> None:
@@ -127,6 +127,8 @@ def evaluate(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor
              slot_ids: torch.Tensor | None = None, batch_size: int = 32,
              precision: str = "fp32") -> Evaluation:
     """P@1, NLL and first-token rank of a prompt over ``facts``, in batches."""
+    if not facts:
+        raise DataError("evaluate needs at least one fact")
     logprob, exact, ranks = [], [], []
     for start in range(0, len(facts), batch_size):
         batch = make_batch(lm, template, facts[start : start + batch_size])

@@ -72,3 +72,62 @@ def seed_table(runs: list[SeedRun], fraction: float = 0.9) -> dict:
         "steps_to_fraction": reach,
         "final_loss": summarise([run.result.history.loss[-1] for run in runs]),
     }
+
+
+def steps_to_level(result: TrainResult, level: float) -> int | None:
+    """First evaluated step whose dev P@1 reaches the absolute ``level`` (None if it never does).
+
+    Unlike ``steps_to_fraction``, whose target is each run's own best, this compares runs
+    against one common target, e.g. 90% of the best dev P@1 any run of a grid reached.
+    """
+    history = result.history
+    for step, value in zip(history.eval_step, history.dev_p_at_1, strict=True):
+        if value >= level:
+            return step
+    return None
+
+
+def run_statistics(runs: list[SeedRun], fraction: float = 0.9,
+                   level: float | None = None) -> dict:
+    """One setting's seed runs as one flat dict, for tables comparing inits or encoders.
+
+    Keys: ``mean``, ``sd``, ``min``, ``max``, ``n`` of test P@1; ``best_dev`` (mean best dev
+    P@1); ``own_reach`` (per seed, ``steps_to_fraction``) and ``common_reach`` (per seed,
+    ``steps_to_level(level)``; all None without a level) and ``mean_reach`` (mean of
+    ``common_reach``, inf when a seed never got there); ``init_norm`` and ``final_norm``, the
+    mean L2 norm of the (L, d) prompt at the first and last evaluation; ``moved``, the mean over
+    seeds and slots of ||theta_T - theta_0|| / ||theta_0||.
+    """
+    table = seed_table(runs, fraction)
+    reach = [None if level is None else steps_to_level(run.result, level) for run in runs]
+    first = [run.result.trajectory[0] for run in runs]  # (L, d) each, at step 0
+    last = [run.result.trajectory[-1] for run in runs]  # (L, d) each, at the last evaluation
+    moved = [((b - a).norm(dim=1) / a.norm(dim=1)).mean().item()
+             for a, b in zip(first, last, strict=True)]
+    return table["test_p_at_1"] | {
+        "best_dev": table["best_dev_p_at_1"]["mean"],
+        "own_reach": table["steps_to_fraction"],
+        "common_reach": reach,
+        "mean_reach": (float("inf") if None in reach else statistics.fmean(reach)),
+        "init_norm": statistics.fmean(a.norm(dim=1).mean().item() for a in first),
+        "final_norm": statistics.fmean(b.norm(dim=1).mean().item() for b in last),
+        "moved": statistics.fmean(moved),
+    }
+
+
+def format_run_table(rows: dict[str, dict], label: str = "setting") -> str:
+    """A fixed-width text table of ``run_statistics`` rows, one line per setting."""
+
+    def steps(values: list) -> str:
+        return ",".join("-" if value is None else str(value) for value in values)
+
+    width = max(len(label), *(len(name) for name in rows))
+    lines = [f"{label:{width}s} | test P@1 mean    sd   min   max | best dev | steps to target:"
+             f" own best / common | prompt norm start   end  moved"]
+    for name, row in rows.items():
+        lines.append(
+            f"{name:{width}s} |          {row['mean']:5.3f} {row['sd']:5.3f} {row['min']:5.3f}"
+            f" {row['max']:5.3f} |    {row['best_dev']:5.3f} | {steps(row['own_reach']):>20s}"
+            f" / {steps(row['common_reach']):<8s}|             {row['init_norm']:5.1f}"
+            f" {row['final_norm']:5.1f} {row['moved']:6.1%}")
+    return "\n".join(lines)

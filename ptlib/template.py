@@ -72,7 +72,7 @@ def parse_template(text: str, require_slots: bool = False) -> Template:
                 f"template {text!r} has an unknown placeholder {bad!r}: only {INPUT} and "
                 f"{SLOT} are allowed"
             )
-    if text.endswith((" ", "\t", "\n")):
+    if text != text.rstrip():
         raise TemplateError(
             f"template {text!r} ends with whitespace: the object is appended after one space"
         )

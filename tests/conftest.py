@@ -1,0 +1,79 @@
+"""Shared fixtures: the tiny random-init LM (unit tests), the embedded SmolLM2 (slow tests, loaded
+once per session) and small inline fact lists, so no unit test depends on the shipped data."""
+
+import os
+
+import pytest
+import torch
+
+import ptlib
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+CAPITALS = [
+    ("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid"),
+    ("Peru", "Lima"), ("Egypt", "Cairo"), ("Kenya", "Nairobi"), ("Chile", "Santiago"),
+    ("Cuba", "Havana"), ("Norway", "Oslo"), ("Greece", "Athens"), ("Poland", "Warsaw"),
+]
+
+
+# One intra-op thread for every test. The tiny model's ops are too small to share, and on this
+# 2-core machine shared with other work, OpenMP threads waiting on each other made things several
+# times slower: the slow soft-prompt test took 629 s with 2 threads and 75 s with 1 under the
+# same load (on an idle machine 2 threads would save about a third on the slow tests).
+torch.set_num_threads(1)
+
+
+def make_facts(pairs) -> list[ptlib.Fact]:
+    return [ptlib.Fact(x, y) for x, y in pairs]
+
+
+@pytest.fixture(scope="session")
+def tiny() -> ptlib.LM:
+    """The tiny random-init Llama with a byte tokenizer (frozen, CPU). Tests must not mutate it."""
+    return ptlib.tiny_lm(seed=0)
+
+
+@pytest.fixture(scope="session")
+def smol() -> ptlib.LM:
+    """The embedded SmolLM2-135M-Instruct on CPU, loaded once for all slow tests."""
+    return ptlib.load_lm(device="cpu")
+
+
+@pytest.fixture
+def facts() -> list[ptlib.Fact]:
+    """Twelve country -> capital facts."""
+    return make_facts(CAPITALS)
+
+
+@pytest.fixture
+def four_facts() -> list[ptlib.Fact]:
+    return make_facts(CAPITALS[:4])
+
+
+MORE_CAPITALS = [
+    ("Germany", "Berlin"), ("Russia", "Moscow"), ("China", "Beijing"), ("Austria", "Vienna"),
+    ("Portugal", "Lisbon"), ("Ireland", "Dublin"), ("Sweden", "Stockholm"),
+    ("Hungary", "Budapest"), ("Finland", "Helsinki"), ("Denmark", "Copenhagen"),
+    ("Thailand", "Bangkok"), ("Argentina", "Buenos Aires"), ("Mexico", "Mexico City"),
+    ("Canada", "Ottawa"), ("Australia", "Canberra"), ("Turkey", "Ankara"), ("Iran", "Tehran"),
+    ("Iraq", "Baghdad"), ("Syria", "Damascus"), ("Nepal", "Kathmandu"), ("Ghana", "Accra"),
+    ("Nigeria", "Abuja"), ("Senegal", "Dakar"), ("Colombia", "Bogotá"), ("Venezuela", "Caracas"),
+    ("Belgium", "Brussels"), ("Czechia", "Prague"), ("Romania", "Bucharest"),
+    ("Bulgaria", "Sofia"), ("Serbia", "Belgrade"), ("Croatia", "Zagreb"), ("Ukraine", "Kyiv"),
+    ("Vietnam", "Hanoi"),
+]
+
+
+@pytest.fixture(scope="session")
+def capitals() -> tuple[list[ptlib.Fact], list[ptlib.Fact]]:
+    """(train, dev) country -> capital facts: the shipped capital_of task's splits when
+    data/tasks.json has it, else the inline lists split 30/15."""
+    from ptlib.data import DATA_DIR
+
+    if (DATA_DIR / "tasks.json").is_file() and "capital_of" in ptlib.list_tasks():
+        task = ptlib.load_task("capital_of")
+        return task.split("train"), task.split("dev")
+    facts = make_facts(CAPITALS + MORE_CAPITALS)
+    return facts[:30], facts[30:]

@@ -1,0 +1,96 @@
+"""Slow checks on the embedded SmolLM2-135M (loaded once per session by the ``smol`` fixture):
+the objective on a real model, AutoPrompt raising its objective, and a trained soft prompt
+beating a weak manual paraphrase. Deselect with ``-m "not slow"``."""
+
+import importlib
+
+import pytest
+import torch
+
+import ptlib
+from ptlib import Fact, SearchConfig, TrainConfig, evaluate, parse_template
+from ptlib.discrete import allowed_tokens
+from ptlib.objective import batch_scores, make_batch
+from ptlib.template import build_batch
+
+pytestmark = pytest.mark.slow
+discrete_module = importlib.import_module("ptlib.discrete")
+
+def test_exact_match_and_padding_on_the_real_model(smol):
+    template = parse_template("The capital of {x} is")
+    facts = [Fact("France", "Paris"), Fact("France", "Berlin"),
+             Fact("the United Kingdom of Great Britain", "London"), Fact("Japan", "Tokyo")]
+    result = evaluate(smol, template, facts)
+    assert result.exact[:2] == [True, False]
+    ranks = []
+    with torch.no_grad():
+        for side in ("left", "right"):
+            batch = build_batch(smol.tokenizer, template, [f.x for f in facts],
+                                [f.y for f in facts], padding_side=side)
+            padded = batch_scores(smol, batch)
+            alone = torch.cat([batch_scores(smol, make_batch(smol, template, [f])).logprob
+                               for f in facts])
+            torch.testing.assert_close(padded.logprob, alone, atol=1e-4, rtol=0)
+            ranks.append(padded.first_rank)
+    assert torch.equal(ranks[0], ranks[1])
+    assert int(ranks[0][0]) == 1 and int(ranks[0][1]) > 1
+
+
+def test_allowed_tokens_on_the_real_vocabulary(smol):
+    def one(text):
+        (ids,) = [smol.tokenizer(text, add_special_tokens=False).input_ids]
+        assert len(ids) == 1, text
+        return ids[0]
+
+    allowed = allowed_tokens(smol, ["Paris"])
+    assert not allowed[one(" Paris")]  # gold
+    assert not allowed[one(" Berlin")]  # capitalised
+    assert allowed[one(" the")] and allowed[one(" capital")]
+    assert not allowed[smol.tokenizer.eos_token_id]
+    loose = allowed_tokens(smol, ["Paris"], exclude_capitalised=False)
+    assert loose[one(" Berlin")] and not loose[one(" Paris")]
+    assert allowed.sum() < loose.sum() < smol.vocab_size
+
+
+def test_autoprompt_raises_its_training_objective(smol, capitals, monkeypatch):
+    train_facts, dev_facts = capitals
+    train_facts, dev_facts = train_facts[:12], dev_facts[:6]
+    seen = []
+    original = discrete_module.score_candidates
+
+    def spy(*args, **kwargs):
+        values = original(*args, **kwargs)
+        seen.append(values.clone())
+        return values
+
+    monkeypatch.setattr(discrete_module, "score_candidates", spy)
+    cfg = SearchConfig(method="autoprompt", iterations=8, num_candidates=5, batch_size=12,
+                       full_batch=True, eval_every=8, seed=0)
+    result = ptlib.search(smol, "{x} [P][P][P]", train_facts, dev_facts, cfg, show_progress=False)
+    objective = result.history.objective
+    start = float(seen[0][0])  # the initial prompt, "{x} the the the", on all train facts
+    print(f"\nAutoPrompt objective {start:.3f} -> {objective[-1]:.3f}; "
+          f"accepted {sum(result.history.accepted)}/8; prompt {result.history.prompt[-1]!r}; "
+          f"dev P@1 {result.history.dev_p_at_1}")
+    assert all(b >= a - 1e-4 for a, b in zip(objective, objective[1:], strict=False))
+    assert objective[0] >= start - 1e-4
+    assert objective[-1] > start + 0.1  # seen: -16.45 -> -11.29, 5 of 8 swaps accepted
+    assert result.forwards == result.history.forwards[-1] == 8 * (3 * 12 + 6 * 12)
+
+
+def test_trained_soft_prompt_beats_a_weak_paraphrase(smol, capitals):
+    train_facts, dev_facts = capitals
+    train_facts, dev_facts = train_facts[:30], dev_facts[:15]
+    weak = evaluate(smol, parse_template("{x} ->"), dev_facts)
+    cfg = TrainConfig(encoder="free", init="normal_rescaled", steps=40, batch_size=8, lr=1e-2,
+                      eval_every=10, seed=0)
+    result = ptlib.train(smol, "{x} [P][P][P]", train_facts, dev_facts, cfg, show_progress=False)
+    trained = result.evaluate(smol, dev_facts)
+    h = result.history
+    print(f"\nweak paraphrase '{{x}} ->': dev P@1 {weak.p_at_1:.3f} NLL {weak.nll:.2f}; "
+          f"free vectors: dev P@1 {h.dev_p_at_1} NLL {[round(n, 2) for n in h.dev_nll]}")
+    # Seen on a 2-core CPU: weak P@1 0.0, NLL 13.86; trained dev P@1 0.0 -> 0.2 (best, step 30),
+    # NLL 16.95 -> 8.27. The NLL margins below are about half of what the run shows.
+    assert trained.nll < h.dev_nll[0] - 4.0
+    assert trained.nll < weak.nll - 2.0
+    assert trained.p_at_1 > weak.p_at_1
