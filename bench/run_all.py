@@ -1,0 +1,273 @@
+"""Run every CPU benchmark, one at a time in its own subprocess, and write ``bench/RESULTS.md``.
+
+Each benchmark writes ``bench/results/<name>.json`` (its log goes to ``bench/results/<name>.log``);
+this script then renders them, with the machine and the command, into one Markdown report,
+plus a summary of the GPU check recorded earlier on a lent H200 (``bench/gpu_check_h200.json``,
+not rerun here).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py            # or: make bench (~30-40 min)
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py --quick    # smoke test
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py --report-only   # re-render RESULTS.md
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BENCH_DIR, RESULTS_DIR, machine_info  # noqa: E402
+
+BENCHMARKS = ("peft_vs_ptlib", "autoprompt_efficiency", "memory")
+GPU_FILE = BENCH_DIR / "gpu_check_h200.json"
+REPORT = BENCH_DIR / "RESULTS.md"
+
+
+def run(name: str, quick: bool) -> tuple[int, float]:
+    command = [sys.executable, str(BENCH_DIR / f"{name}.py")] + (["--quick"] if quick else [])
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    log = RESULTS_DIR / f"{name}.log"
+    print(f"== {name}: {' '.join(command)} (log: {log})", flush=True)
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                        "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1",
+                        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    start = time.perf_counter()
+    with log.open("w") as handle:
+        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                              cwd=BENCH_DIR.parent, check=False).returncode
+    seconds = time.perf_counter() - start
+    print(f"   exit {code} after {seconds / 60:.1f} min", flush=True)
+    return code, seconds
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def msd(stats: dict, scale: float = 100.0, digits: int = 1) -> str:
+    return f"{scale * stats['mean']:.{digits}f} ± {scale * stats['sd']:.{digits}f}"
+
+
+def table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def peft_section(data: dict, goals: dict) -> list[str]:
+    out = ["## ptlib vs PEFT P-Tuning (`bench/peft_vs_ptlib.py`)", ""]
+    out += [f"Command: `{data['command']}`. PEFT's P-Tuning defaults: "
+            + ", ".join(f"{k} = {v}" for k, v in data["peft_defaults"].items()) + ".", ""]
+    check = data["indexing_check"]
+    out += [f"Indexing check (PEFT-style full-logit evaluation with no virtual tokens vs "
+            f"`ptlib.evaluate`, {check['task']} test, `{check['template']}`): P@1 "
+            f"{pct(check['p_at_1_peft_style'])} vs {pct(check['p_at_1_ptlib'])}, NLL "
+            f"{check['nll_peft_style']:.4f} vs {check['nll_ptlib']:.4f}. ptlib's LM unchanged "
+            f"after the run: {data.get('ptlib_lm_unchanged')}.", ""]
+    speed = data.get("step_time")
+    if speed:
+        out += ["### (a) Seconds per training step, ratio ptlib / PEFT (interleaved)", "",
+                f"Task {speed['task']} train split, batch {speed['batch_size']}, "
+                f"{speed['num_virtual_tokens']} virtual tokens then `{speed['peft_text']}` "
+                f"(ptlib template `{speed['template_ptlib']}`: the same token ids), "
+                f"AdamW lr {speed['lr']}; {speed['rounds']} rounds x {speed['block']} steps per "
+                f"contender, all contenders in turn (order reversed every round), after one "
+                f"warm-up step each. Ratio = median over rounds of mean(ptlib step) / "
+                f"mean(PEFT step) in that round (below 1: ptlib is faster). PEFT runs fp32 "
+                f"(its default); ptlib fp32 is identical precision, ptlib bf16 is autocast of "
+                f"the frozen LM with the encoder in fp32.", ""]
+        rows = []
+        ratios = speed["ratios_ptlib_over_peft"]
+        params = speed["encoder_params"]
+        for v in speed["variants"]:
+            key = v["key"]
+            fp32, bf16 = ratios[f"{key}_fp32"], ratios[f"{key}_bf16"]
+            rows.append([
+                v["encoder"], v["peft_hidden"] or "d (default)",
+                v["ptlib_hidden"] or "d (default)",
+                f"{params[f'peft_{key}'] / 1e6:.2f}M / {params[f'ptlib_{key}_fp32'] / 1e6:.2f}M",
+                f"{fp32['median_of_round_ratios']:.2f}", f"{fp32['ratio_of_medians']:.2f}",
+                f"{bf16['median_of_round_ratios']:.2f}", f"{bf16['ratio_of_medians']:.2f}",
+                f"{fp32['median_step_s'][1]:.2f} / {fp32['median_step_s'][0]:.2f} / "
+                f"{bf16['median_step_s'][0]:.2f}",
+            ])
+        out += table(["encoder", "PEFT hidden", "ptlib hidden", "encoder params PEFT / ptlib",
+                      "ptlib fp32 / PEFT", "(ratio of medians)", "ptlib bf16 / PEFT",
+                      "(ratio of medians)", "median s/step PEFT / ptlib fp32 / ptlib bf16 "
+                      "(shared machine: indicative only)"], rows)
+        if "defaults_vs_defaults_fp32" in ratios:
+            d32 = ratios["defaults_vs_defaults_fp32"]
+            d16 = ratios["defaults_vs_defaults_ptlib_bf16"]
+            out += ["Each library with its defaults (ptlib: LSTM encoder, hidden d, precision "
+                    "`auto` = fp32 on CPU; PEFT: MLP encoder, hidden d): ptlib / PEFT = "
+                    f"**{d32['median_of_round_ratios']:.2f}** (ratio of medians "
+                    f"{d32['ratio_of_medians']:.2f}); with ptlib's bf16 autocast "
+                    f"**{d16['median_of_round_ratios']:.2f}** "
+                    f"({d16['ratio_of_medians']:.2f}).", ""]
+            goals["step time <= 0.8x PEFT, each with defaults (fp32)"] = (
+                d32["median_of_round_ratios"] <= 0.8, f"{d32['median_of_round_ratios']:.2f}")
+            goals["step time <= 0.8x PEFT, each with defaults, ptlib bf16"] = (
+                d16["median_of_round_ratios"] <= 0.8, f"{d16['median_of_round_ratios']:.2f}")
+    acc = data.get("accuracy")
+    if acc:
+        configs = acc["configs"]
+        out += ["### (b) Test P@1 (%), mean ± sd over seeds", "",
+                f"{acc['steps']} steps, batch {acc['batch_size']}, AdamW lr ptlib "
+                f"{acc['lr']['ptlib']} / PEFT {acc['lr']['peft']}, seeds {acc['seeds']}, dev "
+                f"evaluation every {acc['eval_every']} steps; every run keeps its best-on-dev "
+                f"prompt (PEFT's last-step prompt shown too). ptlib: {acc['ptlib_encoder']}; "
+                f"PEFT: {acc['peft_encoder']}. `{{manual}}` is the task's first manual "
+                f"template. \"ptlib best\" takes, per task, the ptlib layout with the higher "
+                f"mean dev P@1 (chosen on dev, not test). Every PEFT result was cross-checked "
+                f"against ptlib's evaluation of PEFT's own prompt vectors.", ""]
+        header = ["task", "manual prompt"]
+        header += [f"{c['library']} `{c['layout']}`" for c in configs]
+        header += ["ptlib best (by dev)", "PEFT last step"]
+        rows = []
+        for task in acc["tasks"]:
+            entry = acc["summary"][task]
+            row = [task, pct(entry["manual_test_p_at_1"])]
+            row += [msd(c["test_p_at_1"]) for c in entry["configs"]]
+            row.append(msd(entry["ptlib_best"]["test_p_at_1"]))
+            row.append("; ".join(msd(c["last_test_p_at_1"]) for c in entry["configs"]
+                                 if c["library"] == "peft"))
+            rows.append(row)
+        avg = acc["average_test_p_at_1"]
+        rows.append(["**average**", pct(avg["manual"])]
+                    + [f"**{pct(avg[f'config_{i}'])}**" for i in range(len(configs))]
+                    + [f"**{pct(avg['ptlib_best'])}**", ""])
+        out += table(header, rows)
+        seconds = {lib: sum(r["seconds"] for r in acc["runs"] if r["library"] == lib)
+                   for lib in ("ptlib", "peft")}
+        out += [f"Training wall time, all runs (shared machine, sequential, indicative): ptlib "
+                f"{seconds['ptlib'] / 60:.1f} min, PEFT {seconds['peft'] / 60:.1f} min.", ""]
+        goals["ptlib best P@1 >= PEFT best P@1 (average over tasks)"] = (
+            avg["ptlib_best"] >= avg["peft_best"],
+            f"{pct(avg['ptlib_best'])} vs {pct(avg['peft_best'])}")
+    return out
+
+
+def autoprompt_section(data: dict) -> list[str]:
+    out = ["## Discrete search efficiency (`bench/autoprompt_efficiency.py`)", "",
+           f"Command: `{data['command']}`. Task {data['task']}.", "",
+           "### Batched candidate scoring vs one forward per candidate (interleaved)", ""]
+    rows = []
+    for item in data["scoring"]["by_k"].values():
+        r = item["ratio_batched_over_naive"]
+        rows.append([item["k"], item["batch_size"], item["forwards_batched"],
+                     item["forwards_naive"], f"{r['median_of_round_ratios']:.2f}",
+                     f"{r['ratio_of_medians']:.2f}", f"{item['max_abs_difference']:.1e}"])
+    out += table(["K candidates", "batch", "forwards (batched)", "forwards (naive)",
+                  "time batched / naive", "(ratio of medians)", "max |difference|"], rows)
+    search = data["search"]
+    out += ["### AutoPrompt vs random search at equal forward passes", "",
+            f"Template `{search['template']}`, budget {search['max_forwards']} sequence "
+            f"forwards (a backward counts as two), {search['num_candidates']} candidates per "
+            f"iteration, batch {search['batch_size']}, seeds {search['seeds']}. Objective = "
+            f"mean log P(y | x, P) of the best-on-dev prompt over all train facts. Manual "
+            f"prompt `{search['manual_template']}`: test P@1 "
+            f"{pct(search['manual_test_p_at_1'])}.", ""]
+    rows = []
+    for method, s in search["summary"].items():
+        rows.append([method, f"{s['forwards']['mean']:.0f}", f"{s['iterations']['mean']:.0f}",
+                     msd(s["train_objective"], 1.0, 3), msd(s["best_dev_p_at_1"]),
+                     msd(s["test_p_at_1"])])
+    out += table(["method", "forwards", "iterations", "train objective", "best dev P@1 (%)",
+                  "test P@1 (%)"], rows)
+    out += ["Prompts found: " + "; ".join(f"{r['method']} seed {r['seed']}: `{r['prompt']}`"
+                                         for r in search["runs"]), ""]
+    return out
+
+
+def memory_section(data: dict) -> list[str]:
+    out = ["## Peak resident memory (`bench/memory.py`)", "",
+           f"Command: `{data['command']}`. Each case in a fresh process; `ru_maxrss`. Training: "
+           f"{data['steps']} steps at batch {data['batch_size']} on {data['task']}.", ""]
+    rows = [[case, f"{c['peak_mib']:.0f}",
+             f"{c['over_load_mib']:.0f}" if "over_load_mib" in c else ""]
+            for case, c in data["cases"].items()]
+    return out + table(["case", "peak RSS (MiB)", "above model load (MiB)"], rows)
+
+
+def gpu_section() -> list[str]:
+    if not GPU_FILE.exists():
+        return []
+    data = json.loads(GPU_FILE.read_text())
+    run = data["training_run"]
+    out = ["## GPU (recorded earlier on a lent H200; summarised from `bench/gpu_check_h200.json`,"
+           " not rerun)", "",
+           f"{data['gpu']}, torch {data['torch']}, transformers {data['transformers']}. "
+           f"`ptlib.train` end to end ({run['model']}, {run['precision_resolved']}, "
+           f"{run['steps']} steps): {run['seconds_per_step_incl_evals']:.3f} s/step including "
+           f"evaluations, LM unchanged {run['lm_unchanged']}. bf16 vs fp32 dev NLL relative "
+           f"difference {data['bf16_vs_fp32_dev_nll']['relative_difference']:.1e}.", "",
+           "Soft-prompt training throughput (forward + activation backward of the frozen LM; "
+           "random-init weights of the stated shape; MFU against 989 TFLOP/s dense bf16):", ""]
+    rows = [[t["model"], f"{t['params'] / 1e6:.0f}M", t["weights"].replace("torch.", ""),
+             t["batch"], t["seq_len"], f"{t['tokens_per_s']:,.0f}", f"{t['tflops']:.1f}",
+             f"{100 * t['mfu']:.2f}%", f"{t['peak_mem_gib']:.1f}"] for t in data["throughput"]]
+    return out + table(["model", "params", "weights", "batch", "seq len", "tokens/s", "TFLOP/s",
+                        "MFU", "peak GiB"], rows)
+
+
+def render(quick: bool, runs: dict) -> str:
+    machine = machine_info()
+    lines = ["# ptlib benchmarks", "",
+             "Generated by `bench/run_all.py`" + (" --quick (smoke test: numbers are not "
+                                                  "meaningful)" if quick else "")
+             + "; every number below comes from `bench/results/*.json`. CPU comparisons are "
+             "interleaved in one process and reported as ratios (the machine is shared with "
+             "other jobs, so absolute times are indicative only).", "",
+             f"- Machine: {machine['cpu']} ({', '.join(machine['cpu_flags'])}), "
+             f"{machine['cores']} cores, Python {machine['python']}, torch {machine['torch']}, "
+             f"transformers {machine['transformers']}, peft {machine['peft']}",
+             f"- Report written {machine['date']}; command `python bench/run_all.py"
+             + (" --quick" if quick else "") + "` (`make bench`)"]
+    for name, (code, seconds) in runs.items():
+        lines.append(f"- `{name}`: exit {code}, {seconds / 60:.1f} min")
+    lines.append("")
+    goals: dict = {}
+    body: list[str] = []
+    sections = {"peft_vs_ptlib": lambda d: peft_section(d, goals),
+                "autoprompt_efficiency": autoprompt_section, "memory": memory_section}
+    for name in BENCHMARKS:
+        data = load(name)
+        if data is None:
+            body += [f"## {name}", "", "No result file (the benchmark failed or was not run).",
+                     ""]
+            continue
+        body += [f"<!-- {name}: measured {data['machine']['date']}, load average "
+                 f"{data['machine']['load_average']} -->"] + sections[name](data)
+    if goals:
+        lines += ["## Goals", ""]
+        lines += table(["goal", "met", "measured"],
+                       [[g, "yes" if ok else "**no**", v] for g, (ok, v) in goals.items()])
+    return "\n".join(lines + body + gpu_section()) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="passed to every benchmark")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
+    parser.add_argument("--report-only", action="store_true", help="just re-render RESULTS.md")
+    args = parser.parse_args(argv)
+    runs = {}
+    if not args.report_only:
+        for name in args.only or BENCHMARKS:
+            runs[name] = run(name, args.quick)
+    quick = any((load(n) or {}).get("quick") for n in BENCHMARKS)
+    REPORT.write_text(render(quick, runs))
+    print(f"wrote {REPORT}")
+    return max((code for code, _ in runs.values()), default=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
