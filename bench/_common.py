@@ -76,7 +76,7 @@ def write_result(name: str, data: dict) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     payload = {"benchmark": name, "machine": machine_info()} | data
     path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {path.relative_to(BENCH_DIR.parent)}")
     return path
 
 

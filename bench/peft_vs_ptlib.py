@@ -33,6 +33,7 @@ Writes ``bench/results/peft_vs_ptlib.json``.
 
 import argparse
 import copy
+import json
 import math
 import os
 import sys
@@ -46,7 +47,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, interleave, mean_sd, ratio_stats, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    Stopwatch,
+    interleave,
+    mean_sd,
+    ratio_stats,
+    write_result,
+)
 
 import ptlib  # noqa: E402
 from ptlib.objective import evaluate  # noqa: E402
@@ -398,18 +406,25 @@ def run_peft(lm, harness, task, layout, seed, steps, batch_size, lr, eval_every,
 
 
 def accuracy(lm, harness, tasks, seeds, steps, batch_size, lr_ptlib, lr_peft, eval_every,
-             configs: list[tuple[str, str]]) -> dict:
+             configs: list[tuple[str, str]], done: list[dict] | None = None,
+             on_run=None) -> dict:
     """Train every (library, layout) config on every task and seed; test P@1 of each.
 
     "ptlib best" picks, per task, the ptlib layout with the higher mean *dev* P@1 (selection on
-    dev, never on test); PEFT has one layout (it can only prepend).
+    dev, never on test); PEFT has one layout (it can only prepend). ``done``: rows of an
+    interrupted run to reuse; ``on_run(rows)`` is called after every new run (partial saves).
     """
     rows = []
+    done = {(r["task"], r["seed"], r["library"], r["layout"]): r for r in (done or [])}
     for name in tasks:
         task = ptlib.load_task(name)
         manual = evaluate(lm, parse_template(task.templates[0]), task.split("test")).p_at_1
         for seed in seeds:
             for index, (library, layout) in enumerate(configs):
+                if (name, seed, library, layout) in done:
+                    rows.append(done[(name, seed, library, layout)] | {"config": index})
+                    print(f"  {name} seed {seed} {library}: reused from the partial file")
+                    continue
                 if library == "ptlib":
                     row = run_ptlib(lm, task, layout, seed, steps, batch_size, lr_ptlib,
                                     eval_every)
@@ -418,6 +433,8 @@ def accuracy(lm, harness, tasks, seeds, steps, batch_size, lr_ptlib, lr_peft, ev
                                    lr_peft, eval_every)
                 rows.append({"task": name, "library": library, "config": index,
                              "layout": layout, "manual_test_p_at_1": manual} | row)
+                if on_run is not None:
+                    on_run(rows)
                 print(f"  {name} seed {seed} {library} {row['template']!r}: test P@1 "
                       f"{row['test_p_at_1']:.3f}, dev {row['best_dev_p_at_1']:.3f} "
                       f"({row['seconds']:.0f} s)", flush=True)
@@ -478,6 +495,9 @@ def main(argv=None) -> None:
     parser.add_argument("--block", type=int, default=4, help="step time: steps per block")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the step times and finished runs of an interrupted run with "
+                             "the same settings (bench/results/peft_vs_ptlib.partial.json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.seeds, args.steps, args.eval_every = args.tasks[:1], 1, 6, 3
@@ -492,21 +512,44 @@ def main(argv=None) -> None:
     out["peft_defaults"] = peft_defaults()
     out["indexing_check"] = check_indexing(lm, ptlib.load_task(args.tasks[0]))
     print("indexing check passed:", out["indexing_check"], flush=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "skip_speed",
+                                                                 "skip_accuracy")}
+    partial = RESULTS_DIR / "peft_vs_ptlib.partial.json"
+    previous = json.loads(partial.read_text()) if args.resume and partial.exists() else {}
+    if previous.get("settings") != settings:
+        previous = {}
+    state = {"settings": settings, "step_time": previous.get("step_time"),
+             "runs": previous.get("runs", [])}
+
+    def save_partial() -> None:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(state))
+
     if not args.skip_speed:
-        out["step_time"] = step_time(lm, harness, ptlib.load_task(args.tasks[0]), args.quick,
-                                     args.batch_size, args.lr, args.rounds, args.block)
+        if state["step_time"] is None:
+            state["step_time"] = step_time(lm, harness, ptlib.load_task(args.tasks[0]),
+                                           args.quick, args.batch_size, args.lr, args.rounds,
+                                           args.block)
+            save_partial()
+        out["step_time"] = state["step_time"]
         for key, value in out["step_time"]["ratios_ptlib_over_peft"].items():
             print(f"  {key}: ptlib/PEFT = {value['median_of_round_ratios']:.3f}", flush=True)
     if not args.skip_accuracy:
+
+        def on_run(rows: list[dict]) -> None:
+            state["runs"] = rows
+            save_partial()
+
         out["accuracy"] = accuracy(lm, harness, args.tasks, list(range(args.seeds)), args.steps,
                                    args.batch_size, args.lr, args.peft_lr, args.eval_every,
                                    [("ptlib", lay) for lay in args.ptlib_layouts]
-                                   + [("peft", args.peft_layout)])
+                                   + [("peft", args.peft_layout)], state["runs"], on_run)
         print("average test P@1:", out["accuracy"]["average_test_p_at_1"], flush=True)
     assert fingerprint(lm.model) == before, "ptlib's LM changed during the benchmark"
     assert not any(p.requires_grad for p in lm.model.parameters())
     out["ptlib_lm_unchanged"] = True
     write_result("peft_vs_ptlib", out)
+    partial.unlink(missing_ok=True)
 
 
 def peft_defaults() -> dict:

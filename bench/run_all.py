@@ -7,6 +7,7 @@ not rerun here).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py            # or: make bench (~30-40 min)
     HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py --quick    # smoke test
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py --resume   # after an interruption
     HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py --report-only   # re-render RESULTS.md
 """
 
@@ -26,8 +27,10 @@ GPU_FILE = BENCH_DIR / "gpu_check_h200.json"
 REPORT = BENCH_DIR / "RESULTS.md"
 
 
-def run(name: str, quick: bool) -> tuple[int, float]:
+def run(name: str, quick: bool, resume: bool = False) -> tuple[int, float]:
     command = [sys.executable, str(BENCH_DIR / f"{name}.py")] + (["--quick"] if quick else [])
+    if resume and name == "peft_vs_ptlib":
+        command.append("--resume")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     log = RESULTS_DIR / f"{name}.log"
     print(f"== {name}: {' '.join(command)} (log: {log})", flush=True)
@@ -258,11 +261,13 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="passed to every benchmark")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
     parser.add_argument("--report-only", action="store_true", help="just re-render RESULTS.md")
+    parser.add_argument("--resume", action="store_true",
+                        help="peft_vs_ptlib reuses the finished parts of an interrupted run")
     args = parser.parse_args(argv)
     runs = {}
     if not args.report_only:
         for name in args.only or BENCHMARKS:
-            runs[name] = run(name, args.quick)
+            runs[name] = run(name, args.quick, args.resume)
     quick = any((load(n) or {}).get("quick") for n in BENCHMARKS)
     REPORT.write_text(render(quick, runs))
     print(f"wrote {REPORT}")
