@@ -35,11 +35,16 @@ class Template:
         return sum(piece == SLOT for piece in self.pieces)
 
     def chunks(self, subject: str) -> list[str | None]:
-        """Split the filled-in template at its slots: text chunks, with ``None`` for each slot."""
+        """Split the filled-in template at its slots: text chunks, with ``None`` for each slot.
+
+        Whitespace right before a slot is dropped: a slot stands for one whole token, and in
+        ``"{x} [P]"`` the space would otherwise be encoded as a lone space token.
+        """
         out: list[str | None] = []
         text = ""
         for piece in self.pieces:
             if piece == SLOT:
+                text = text.rstrip()  # "is [P]": the space would be a token of its own
                 if text:
                     out.append(text)
                 out.append(None)

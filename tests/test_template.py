@@ -69,9 +69,9 @@ def test_template_error_is_a_value_error():
 
 def test_chunks_and_render():
     template = parse_template("[P][P] {x} is [P]")
-    assert template.chunks("France") == [None, None, " France is ", None]
-    assert template.render("France") == "[P][P] France is [P]"
-    assert template.render("France", slot_text="_") == "__ France is _"
+    assert template.chunks("France") == [None, None, " France is", None]
+    assert template.render("France") == "[P][P] France is[P]"  # what the model reads
+    assert template.render("France", slot_text="_") == "__ France is_"
     manual = parse_template("The capital of {x} is")
     assert manual.chunks("Peru") == ["The capital of Peru is"]
     assert manual.render("Peru") == "The capital of Peru is"
@@ -152,6 +152,13 @@ def test_left_and_right_batches_hold_the_same_sequences(tiny):
         assert torch.equal(left.position_ids[row, lm], right.position_ids[row, rm])
     # Padding is really there: the rows differ in length.
     assert left.attention_mask.sum(1).unique().numel() > 1
+
+
+def test_whitespace_before_a_slot_is_not_encoded(tiny):
+    spaced = build_batch(tiny.tokenizer, parse_template("[P] {x} is [P][P]"), SUBJECTS, OBJECTS)
+    tight = build_batch(tiny.tokenizer, parse_template("[P] {x} is[P][P]"), SUBJECTS, OBJECTS)
+    assert torch.equal(spaced.input_ids, tight.input_ids)
+    assert torch.equal(spaced.slot_index, tight.slot_index)
 
 
 def test_multi_token_targets_of_different_lengths_are_masked(tiny):
