@@ -119,15 +119,18 @@ def path_losses(lm: LM, template: Template, facts: list[Fact], slot_ids: torch.T
     base = table[slot_ids.to(table.device)]  # (L, d)
     alphas = torch.linspace(0.0, 1.0, points)
     continuous, discrete, snapped = [], [], []
+    token_nll: dict[int, float] = {}  # neighbouring points often snap to the same token
     for alpha in alphas.tolist():
         point = (1 - alpha) * table[token_a] + alpha * table[token_b]  # (d,)
         prompt = base.clone()
         prompt[position] = point
         continuous.append(evaluate(lm, template, facts, prompt=prompt).nll)
         nearest = int(nearest_token_ids(lm, point.unsqueeze(0))[0])
-        ids = slot_ids.clone()
-        ids[position] = nearest
-        discrete.append(evaluate(lm, template, facts, slot_ids=ids.to(lm.device)).nll)
+        if nearest not in token_nll:
+            ids = slot_ids.clone()
+            ids[position] = nearest
+            token_nll[nearest] = evaluate(lm, template, facts, slot_ids=ids.to(lm.device)).nll
+        discrete.append(token_nll[nearest])
         snapped.append(lm.tokenizer.decode([nearest]))
     return PathLosses(alphas, torch.tensor(continuous), torch.tensor(discrete), snapped)
 
