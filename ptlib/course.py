@@ -5,6 +5,8 @@ kernel with the notebooks folder as working directory, writes the executed noteb
 to ``reports/``, and builds ``reports/index.html`` from the metrics and figures each notebook
 recorded (see ``ptlib.report``). ``-p name value`` overrides a parameter; a name that is not in
 the notebook's ``parameters`` cell is an error (papermill itself would only warn).
+``--write-back`` copies the executed outputs into ``notebooks/`` (how the committed outputs are
+made: they then always come from a run of the current sources).
 """
 
 import argparse
@@ -54,6 +56,24 @@ def run_notebook(notebook: Path, out: Path, parameters: dict, timeout: int) -> f
     body, _ = HTMLExporter().from_filename(str(executed))
     executed.with_suffix(".html").write_text(body, encoding="utf-8")
     return seconds
+
+
+def write_back(executed: Path, source: Path) -> None:
+    """Copy the outputs of ``executed`` into ``source``, whose cells must be unchanged.
+
+    Papermill's per-cell timing metadata is dropped so the committed notebook differs from its
+    sources only by outputs and execution counts.
+    """
+    import nbformat
+
+    ran, original = nbformat.read(executed, as_version=4), nbformat.read(source, as_version=4)
+    if [c.source for c in ran.cells] != [c.source for c in original.cells]:
+        raise ConfigError(f"{source.name} changed since it was executed; run it again")
+    for ran_cell, cell in zip(ran.cells, original.cells, strict=True):
+        if cell.cell_type == "code":
+            cell.outputs = ran_cell.outputs
+            cell.execution_count = ran_cell.execution_count
+    nbformat.write(original, source)
 
 
 def _metric_rows(metrics: dict) -> str:
@@ -106,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "VALUE"), help="override a notebook parameter")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    parser.add_argument("--write-back", action="store_true",
+                        help="copy each executed notebook's outputs into notebooks/")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -121,8 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {notebook.name} ...", flush=True)
         timings[notebook.stem] = run_notebook(notebook, out, parameters, args.timeout)
         print(f"  done in {timings[notebook.stem]:.0f} s", flush=True)
+        if args.write_back:
+            write_back(out / notebook.name, notebook)
     from ptlib.runtime import fast_mode
 
+    (out / "timings.json").write_text(json.dumps({"fast": fast_mode(), "seconds": timings},
+                                                 indent=2) + "\n")
     index = write_index(out, timings, fast_mode())
     print(f"wrote {index}")
     return 0
