@@ -78,19 +78,21 @@ def test_autoprompt_raises_its_training_objective(smol, capitals, monkeypatch):
     assert result.forwards == result.history.forwards[-1] == 8 * (3 * 12 + 6 * 12)
 
 
-def test_trained_soft_prompt_beats_a_weak_paraphrase(smol, capitals):
-    train_facts, dev_facts = capitals
-    train_facts, dev_facts = train_facts[:30], dev_facts[:15]
-    weak = evaluate(smol, parse_template("{x} ->"), dev_facts)
-    cfg = TrainConfig(encoder="free", init="normal_rescaled", steps=40, batch_size=8, lr=1e-2,
-                      eval_every=10, seed=0)
-    result = ptlib.train(smol, "{x} [P][P][P]", train_facts, dev_facts, cfg, show_progress=False)
-    trained = result.evaluate(smol, dev_facts)
-    h = result.history
-    print(f"\nweak paraphrase '{{x}} ->': dev P@1 {weak.p_at_1:.3f} NLL {weak.nll:.2f}; "
-          f"free vectors: dev P@1 {h.dev_p_at_1} NLL {[round(n, 2) for n in h.dev_nll]}")
-    # Seen on a 2-core CPU: weak P@1 0.0, NLL 13.86; trained dev P@1 0.0 -> 0.2 (best, step 30),
-    # NLL 16.95 -> 8.27. The NLL margins below are about half of what the run shows.
-    assert trained.nll < h.dev_nll[0] - 4.0
-    assert trained.nll < weak.nll - 2.0
-    assert trained.p_at_1 > weak.p_at_1
+def test_trained_free_vectors_beat_the_best_manual_prompt(smol):
+    task = ptlib.load_task("capital_of")
+    train_facts, dev_facts, test_facts = (task.split(s) for s in ("train", "dev", "test"))
+    manual = {text: evaluate(smol, parse_template(text), dev_facts) for text in task.templates}
+    best_text = max(manual, key=lambda text: (manual[text].p_at_1, -manual[text].nll))
+    best = manual[best_text]
+    best_test = evaluate(smol, parse_template(best_text), test_facts)
+    template = f"[P][P][P] {best_text} [P][P][P]"  # the manual prompt with slots around it
+    cfg = TrainConfig(encoder="free", init="normal_rescaled", steps=STEPS, batch_size=16,
+                      lr=3e-3, eval_every=10, seed=0)
+    result = ptlib.train(smol, template, train_facts, dev_facts, cfg, show_progress=False)
+    trained, trained_test = (result.evaluate(smol, facts) for facts in (dev_facts, test_facts))
+    print(f"\nbest manual {best_text!r}: dev P@1 {best.p_at_1:.3f}, test {best_test.p_at_1:.3f}; "
+          f"free vectors {template!r}: dev P@1 {result.history.dev_p_at_1} "
+          f"(best step {result.best_step}), test {trained_test.p_at_1:.3f}")
+    # Seen on a 2-core CPU: SEEN.
+    assert trained.p_at_1 >= best.p_at_1 + MARGIN
+    assert trained_test.p_at_1 > best_test.p_at_1  # held out: not an artefact of dev selection
