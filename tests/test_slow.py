@@ -1,6 +1,6 @@
 """Slow checks on the embedded SmolLM2-135M (loaded once per session by the ``smol`` fixture):
-the objective on a real model, AutoPrompt raising its objective, and a trained soft prompt
-beating a weak manual paraphrase. Deselect with ``-m "not slow"``."""
+the objective on a real model, AutoPrompt raising its objective, and trained free vectors
+beating the relation's best manual prompt. Deselect with ``-m "not slow"``."""
 
 import importlib
 
@@ -86,13 +86,15 @@ def test_trained_free_vectors_beat_the_best_manual_prompt(smol):
     best = manual[best_text]
     best_test = evaluate(smol, parse_template(best_text), test_facts)
     template = f"[P][P][P] {best_text} [P][P][P]"  # the manual prompt with slots around it
-    cfg = TrainConfig(encoder="free", init="normal_rescaled", steps=STEPS, batch_size=16,
+    cfg = TrainConfig(encoder="free", init="normal_rescaled", steps=60, batch_size=16,
                       lr=3e-3, eval_every=10, seed=0)
     result = ptlib.train(smol, template, train_facts, dev_facts, cfg, show_progress=False)
     trained, trained_test = (result.evaluate(smol, facts) for facts in (dev_facts, test_facts))
     print(f"\nbest manual {best_text!r}: dev P@1 {best.p_at_1:.3f}, test {best_test.p_at_1:.3f}; "
           f"free vectors {template!r}: dev P@1 {result.history.dev_p_at_1} "
           f"(best step {result.best_step}), test {trained_test.p_at_1:.3f}")
-    # Seen on a 2-core CPU: SEEN.
-    assert trained.p_at_1 >= best.p_at_1 + MARGIN
-    assert trained_test.p_at_1 > best_test.p_at_1  # held out: not an artefact of dev selection
+    # Seen on a 2-core CPU (fp32, 150 s): best manual 'The capital of {x} is' dev 0.321 (9 of 28),
+    # test 0.273; free vectors dev 0.0 -> 0.536 (best, step 50), test 0.582. The margins below
+    # are about half of those gaps (6 dev facts, 17 test facts).
+    assert trained.p_at_1 >= best.p_at_1 + 3 / len(dev_facts)
+    assert trained_test.p_at_1 >= best_test.p_at_1 + 8 / len(test_facts)  # held out
