@@ -17,32 +17,32 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from ptlib.sweep import summarise  # noqa: E402  (after the offline switches)
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or what platform knows)."""
+def cpuinfo_field(name: str) -> str:
+    """The value of the first ``name`` line of /proc/cpuinfo ("" where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or what platform knows)."""
+    return cpuinfo_field("model name") or platform.processor() or "unknown"
 
 
 def cpu_flags() -> list[str]:
     """The matrix-relevant CPU flags (AVX-512 bf16, AMX) from /proc/cpuinfo."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_bf16",
-                                                        "amx_bf16", "amx_tile"})
-    except OSError:
-        pass
-    return []
+    wanted = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+    return sorted(flag for flag in cpuinfo_field("flags").split() if flag in wanted)
 
 
 def machine_info() -> dict:
@@ -135,7 +135,5 @@ class Stopwatch:
 
 
 def mean_sd(values: list[float]) -> dict:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return {"mean": statistics.fmean(values),
-            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": list(values)}
+    """``ptlib.sweep.summarise`` (mean, sample sd, min, max, n) plus the values themselves."""
+    return summarise(values) | {"values": list(values)}

@@ -44,7 +44,7 @@ class Template:
         text = ""
         for piece in self.pieces:
             if piece == SLOT:
-                text = text.rstrip()  # "is [P]": the space would be a token of its own
+                text = text.rstrip()
                 if text:
                     out.append(text)
                 out.append(None)
