@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup course test test-lib test-notebooks lint bench gpu-check clean
+.PHONY: setup course test test-lib test-notebooks fuzz lint bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ test-lib: setup
 
 test-notebooks: setup
 	PTLIB_FAST=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks
+
+# Property tests with many more random examples than CI's derandomized profile. A counterexample
+# found here becomes an @example on its test (tests/test_properties.py).
+fuzz: setup
+	PTLIB_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/test_properties.py
 
 lint: setup
 	$(VENV)/bin/ruff check ptlib tests bench notebooks

@@ -5,11 +5,22 @@ import os
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 import ptlib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Property tests run under a named hypothesis profile. "ci" (the default, used by `make test`)
+# is derandomized: the same examples every run, so a test passes or fails for a reason, never by
+# the draw. "fuzz" (`make fuzz`) draws many more random examples to look for new counterexamples;
+# each one it finds is added to the test as an @example, so CI keeps checking it.
+_PROPERTY_SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", max_examples=200, derandomize=True, database=None,
+                          **_PROPERTY_SETTINGS)
+settings.register_profile("fuzz", max_examples=5000, **_PROPERTY_SETTINGS)
+settings.load_profile(os.environ.get("PTLIB_HYPOTHESIS_PROFILE", "ci"))
 
 CAPITALS = [
     ("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid"),
