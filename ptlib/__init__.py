@@ -2,10 +2,13 @@
 
 From discrete prompt search (manual prompts, random search, AutoPrompt) to continuous prompts
 (free vectors, P-Tuning's LSTM and an MLP reparameterisation) on a frozen causal LM. Importing
-ptlib has no side effects: no seeding, no downloads, no model loading.
+ptlib has no side effects: no seeding, no downloads, no model loading, and it loads no plotting
+or widget library: the course's tooling (``ptlib.plots``, ``ptlib.widgets``, ``ptlib.report``,
+``ptlib.exercises``, ...) is imported the first time it is used.
 """
 
-from ptlib import analysis, exercises, plots, report, sweep, widgets
+import importlib
+
 from ptlib.checkpoint import load_prompt, save_prompt
 from ptlib.data import Fact, Task, list_tasks, load_task, read_facts
 from ptlib.discrete import SearchConfig, SearchResult, manual_prompts, search
@@ -30,5 +33,19 @@ __all__ = [
     "TrainResult", "TrainingError", "build_batch", "build_encoder", "evaluate", "fast_mode",
     "list_tasks", "load_lm", "load_prompt", "load_task", "manual_prompts", "parse_template",
     "read_facts", "save_prompt", "search", "tiny_lm", "train",
-    "analysis", "exercises", "plots", "report", "sweep", "widgets",
 ]
+
+# Submodules imported on first attribute access (``ptlib.plots.search_curves``), so that
+# ``import ptlib`` stays light for engineers and the CLI.
+_ON_FIRST_USE = ("analysis", "course", "exercises", "plots", "report", "stats", "sweep",
+                 "widgets")
+
+
+def __getattr__(name: str):
+    if name in _ON_FIRST_USE:
+        return importlib.import_module(f"ptlib.{name}")
+    raise AttributeError(f"module 'ptlib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_ON_FIRST_USE))

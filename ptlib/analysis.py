@@ -171,15 +171,15 @@ def greedy_continuation(lm: LM, text: str, max_new_tokens: int = 5) -> str:
 def position_coupling(encoder: torch.nn.Module, seed: int = 0) -> torch.Tensor:
     """How strongly each output prompt vector depends on each input row: (L, L).
 
-    theta = encoder() is the (L, d) prompt and s is the (L, d) table the encoder reads: the seed
-    embedding of an LSTM or MLP encoder (``seed_embedding.weight``), or the vectors themselves
+    theta = encoder() is the (L, d) prompt and s is the (L, d) table the encoder names as its
+    ``position_inputs``: the seed embedding of an LSTM or MLP encoder, or the vectors themselves
     for free vectors. Entry (i, j) is ||(d theta_i / d s_j) u_j||, the speed at which output
     vector i moves when input row j moves along a random unit direction u_j (fixed by ``seed``),
     computed exactly by one Jacobian-vector product per row (L in all, cheap at any width).
     Off-diagonal entries are the coupling between positions: zero for free vectors and for the
     position-wise MLP, non-zero everywhere for the bidirectional LSTM.
     """
-    name = "seed_embedding.weight" if hasattr(encoder, "seed_embedding") else "vectors"
+    name = encoder.position_inputs
     table = dict(encoder.named_parameters())[name].detach()  # (L, d)
     generator = torch.Generator().manual_seed(seed)
 

@@ -44,17 +44,20 @@ def allowed_tokens(lm: LM, gold_objects: list[str], exclude_capitalised: bool = 
                    ) -> torch.Tensor:
     """Which tokens may fill a slot: (V,) bool.
 
-    Never allowed: special tokens, every token of a gold object of the training data (a prompt
-    must not simply say the answer), and, optionally, capitalised tokens (proper nouns).
+    Never allowed: rows of E past the tokenizer's vocabulary (padding some models add to round
+    V up), special tokens, every token of a gold object of the training data (a prompt must not
+    simply say the answer), and, optionally, capitalised tokens (proper nouns).
     """
     tokenizer = lm.tokenizer
-    allowed = torch.ones(lm.vocab_size, dtype=torch.bool)
+    allowed = torch.zeros(lm.vocab_size, dtype=torch.bool)
+    allowed[: min(len(tokenizer), lm.vocab_size)] = True
     allowed[[i for i in tokenizer.all_special_ids if i < lm.vocab_size]] = False
     for obj in set(gold_objects):
         allowed[encode_target(tokenizer, obj)] = False
         allowed[tokenizer(obj, add_special_tokens=False).input_ids] = False
     if exclude_capitalised:
-        texts = tokenizer.convert_ids_to_tokens(list(range(lm.vocab_size)))
+        texts = tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), lm.vocab_size))))
+        texts += [""] * (lm.vocab_size - len(texts))
         decoded = [tokenizer.convert_tokens_to_string([t]).strip() if t else "" for t in texts]
         allowed &= torch.tensor([not (s[:1].isalpha() and s[:1].isupper()) for s in decoded])
     return allowed

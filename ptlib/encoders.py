@@ -7,9 +7,14 @@
 Each runs once per step; the (L, d) output is broadcast over the batch. ``export()`` gives the
 plain vectors to keep for inference (the encoder is dropped), and they reproduce the encoder's
 logits exactly.
+
+Encoders are registered by name in ``ENCODERS``: a new one is one ``PromptEncoder`` subclass
+with ``@register_encoder("name")`` and a ``build`` classmethod reading the ``EncoderOptions``
+it needs; ``TrainConfig(encoder="name")`` and the CLI then accept it.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,14 +22,44 @@ from torch import nn
 from ptlib.errors import ConfigError
 
 FREE_INITS = ("normal", "normal_rescaled", "uniform", "vocab", "phrase")
-ENCODERS = ("free", "lstm", "mlp")
+ENCODERS: dict[str, type["PromptEncoder"]] = {}
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """The settings an encoder's ``build`` may read (each encoder ignores the others)."""
+
+    init: str = "normal_rescaled"     # free vectors: one of FREE_INITS
+    phrase_ids: tuple[int, ...] = ()  # free vectors, init "phrase": tokens that seed the slots
+    hidden_size: int | None = None    # lstm/mlp width; None means the model width d
+
+
+def register_encoder(name: str):
+    """Class decorator: make a ``PromptEncoder`` subclass buildable as ``encoder=name``."""
+    def register(cls: type["PromptEncoder"]) -> type["PromptEncoder"]:
+        ENCODERS[name] = cls
+        cls.kind = name
+        return cls
+    return register
 
 
 class PromptEncoder(nn.Module):
-    """Base class: ``forward()`` -> (L, d) prompt vectors."""
+    """Base class: ``forward()`` -> (L, d) prompt vectors.
 
+    ``position_inputs`` names the (L, d) parameter whose row i is position i's own input
+    (what ``ptlib.analysis.position_coupling`` perturbs).
+    """
+
+    kind: str
     num_slots: int
     width: int
+    position_inputs: str
+
+    @classmethod
+    def build(cls, num_slots: int, embeddings: torch.Tensor, generator: torch.Generator,
+              options: EncoderOptions) -> "PromptEncoder":
+        """A new encoder for L slots over E (V, d), drawn from ``generator``."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def export(self) -> torch.Tensor:
@@ -69,24 +104,35 @@ def init_free_vectors(init: str, num_slots: int, embeddings: torch.Tensor,
     raise ConfigError(f"unknown init {init!r}: choose one of {FREE_INITS}")
 
 
+@register_encoder("free")
 class FreeVectors(PromptEncoder):
     """theta in R^{L x d}, each row an independent trainable vector."""
+
+    position_inputs = "vectors"
 
     def __init__(self, initial: torch.Tensor):
         super().__init__()
         self.num_slots, self.width = initial.shape
         self.vectors = nn.Parameter(initial.float().clone())  # (L, d)
 
+    @classmethod
+    def build(cls, num_slots, embeddings, generator, options):
+        return cls(init_free_vectors(options.init, num_slots, embeddings, generator,
+                                     list(options.phrase_ids)))
+
     def forward(self) -> torch.Tensor:
         return self.vectors  # (L, d)
 
 
+@register_encoder("lstm")
 class LSTMEncoder(PromptEncoder):
     """P-Tuning v1: h_i = MLP(biLSTM(e_1..e_L))_i, so every vector depends on every position.
 
     ``hidden`` is the LSTM's output width (hidden // 2 units per direction) and the MLP's
     width; the official code uses hidden = d.
     """
+
+    position_inputs = "seed_embedding.weight"
 
     def __init__(self, num_slots: int, width: int, hidden: int, generator: torch.Generator):
         super().__init__()
@@ -99,14 +145,22 @@ class LSTMEncoder(PromptEncoder):
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, width))
         _reset_parameters(self, generator)
 
+    @classmethod
+    def build(cls, num_slots, embeddings, generator, options):
+        width = embeddings.shape[1]
+        return cls(num_slots, width, options.hidden_size or width, generator)
+
     def forward(self) -> torch.Tensor:
         seeds = self.seed_embedding.weight.unsqueeze(0)  # (1, L, d)
         states, _ = self.lstm(seeds)  # (1, L, hidden)
         return self.head(states).squeeze(0)  # (L, d)
 
 
+@register_encoder("mlp")
 class MLPEncoder(PromptEncoder):
     """PEFT's P-Tuning default: h_i = MLP(e_i); positions share weights but not inputs."""
+
+    position_inputs = "seed_embedding.weight"
 
     def __init__(self, num_slots: int, width: int, hidden: int, generator: torch.Generator):
         super().__init__()
@@ -119,6 +173,11 @@ class MLPEncoder(PromptEncoder):
             nn.Linear(hidden, width),
         )
         _reset_parameters(self, generator)
+
+    @classmethod
+    def build(cls, num_slots, embeddings, generator, options):
+        width = embeddings.shape[1]
+        return cls(num_slots, width, options.hidden_size or width, generator)
 
     def forward(self) -> torch.Tensor:
         return self.mlp(self.seed_embedding.weight)  # (L, d)
@@ -145,15 +204,13 @@ def _reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
 def build_encoder(kind: str, num_slots: int, embeddings: torch.Tensor, seed: int,
                   init: str = "normal_rescaled", hidden_size: int | None = None,
                   phrase_ids: list[int] | None = None) -> PromptEncoder:
-    """Build a prompt encoder of ``kind`` (free, lstm, mlp) for L slots over E (V, d)."""
-    generator = torch.Generator().manual_seed(seed)
-    width = embeddings.shape[1]
+    """Build a registered prompt encoder (``ENCODERS``: free, lstm, mlp, ...) for L slots over
+    E (V, d). Its parameters depend on ``seed`` alone, never on the global RNG."""
+    if kind not in ENCODERS:
+        raise ConfigError(f"unknown encoder {kind!r}: choose one of {tuple(ENCODERS)}")
     if num_slots < 1:
         raise ConfigError(f"a prompt encoder needs at least one slot, got {num_slots}")
-    if kind == "free":
-        return FreeVectors(init_free_vectors(init, num_slots, embeddings, generator, phrase_ids))
-    builders = {"lstm": LSTMEncoder, "mlp": MLPEncoder}
-    if kind in builders:
-        with torch.random.fork_rng(devices=[]):  # nn constructors draw from the global RNG
-            return builders[kind](num_slots, width, hidden_size or width, generator)
-    raise ConfigError(f"unknown encoder {kind!r}: choose one of {ENCODERS}")
+    options = EncoderOptions(init, tuple(phrase_ids or ()), hidden_size)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # nn constructors draw from the global RNG
+        return ENCODERS[kind].build(num_slots, embeddings, generator, options)

@@ -42,6 +42,9 @@ def input_embeddings(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
     """
     ids = batch.input_ids
     in_slot = batch.slot_index >= 0  # (B, T)
+    if prompt is None and slot_ids is None and bool(in_slot.any()):
+        raise TemplateError("the template has prompt slots [P] but no prompt was given: pass "
+                            "prompt= (vectors) or slot_ids= (tokens), or use a manual template")
     slot = batch.slot_index.clamp(min=0)  # (B, T)
     if slot_ids is not None:
         _check_slots(batch, slot_ids.shape[-1])
@@ -60,18 +63,21 @@ def target_logits(lm: LM, batch: Batch, embeds: torch.Tensor,
                   precision: str = "fp32") -> torch.Tensor:
     """Logits at the target-predicting positions only: (B, Ty, V), fp32.
 
-    Runs the transformer body once, gathers the Ty positions, then the LM head: much cheaper
-    than full (B, T, V) logits.
+    One call of the model's own forward, so whatever it applies after its LM head (Gemma-2's
+    final logit soft-capping, a logit scale) is applied here too; ``logits_to_keep`` asks it for
+    the K positions some row needs instead of full (B, T, V) logits.
     """
+    kept = batch.target_positions.unique()  # (K,) sorted
     with autocast_context(lm.device, precision):
-        hidden = lm.model.base_model(
+        logits = lm.model(
             inputs_embeds=embeds,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
-        ).last_hidden_state  # (B, T, d)
-        index = batch.target_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        logits = lm.model.get_output_embeddings()(hidden.gather(1, index))  # (B, Ty, V)
-    return logits.float()
+            logits_to_keep=kept,
+            use_cache=False,
+        ).logits  # (B, K, V)
+    where = torch.searchsorted(kept, batch.target_positions)  # (B, Ty) index into K
+    return logits.gather(1, where.unsqueeze(-1).expand(-1, -1, logits.shape[-1])).float()
 
 
 @dataclass

@@ -303,3 +303,8 @@ def test_target_of_one_token_per_byte(tiny):
     ids = encode_target(tiny.tokenizer, "Paris")
     assert len(ids) == len(" Paris")
     assert tiny.tokenizer.decode(ids) == " Paris"
+
+
+def test_a_template_with_slots_needs_a_prompt(tiny, four_facts):
+    with pytest.raises(TemplateError, match="no prompt was given"):
+        evaluate(tiny, parse_template("{x} [P][P]"), four_facts)
