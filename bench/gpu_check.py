@@ -25,9 +25,9 @@ from transformers import LlamaConfig, PreTrainedTokenizerFast
 from ptlib.data import load_task
 from ptlib.encoders import build_encoder
 from ptlib.model import random_lm
-from ptlib.objective import batch_scores, evaluate, make_batch
+from ptlib.objective import evaluate, make_batch
 from ptlib.template import parse_template
-from ptlib.train import TrainConfig, train
+from ptlib.train import TrainConfig, train, training_step
 
 DENSE_BF16_PEAK = 989e12  # H100/H200 SXM dense bf16 tensor-core peak, FLOP/s
 TEMPLATE = "[P][P][P] {x} [P][P][P]"
@@ -72,10 +72,7 @@ def throughput(lm, facts, batch_size: int, steps: int = 10, warmup: int = 3) -> 
         if step == warmup:
             torch.cuda.synchronize()
             started = time.perf_counter()
-        loss = -batch_scores(lm, batch, prompt=encoder(), precision="bf16").logprob.mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        training_step(lm, template, [rows], encoder, optimizer, precision="bf16")
     torch.cuda.synchronize()
     seconds = (time.perf_counter() - started) / steps
     flops = flops_per_step(lm, batch)

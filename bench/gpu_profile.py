@@ -27,28 +27,28 @@ from gpu_check import (  # noqa: E402
 from ptlib.data import Fact, load_task  # noqa: E402
 from ptlib.encoders import build_encoder  # noqa: E402
 from ptlib.model import random_lm  # noqa: E402
-from ptlib.objective import batch_scores, make_batch  # noqa: E402
+from ptlib.objective import make_batch  # noqa: E402
 from ptlib.template import parse_template  # noqa: E402
+from ptlib.train import training_step  # noqa: E402
 
 
-def timed_steps(lm, batch, encoder, optimizer, steps: int = 8, warmup: int = 3) -> float:
+def timed_steps(lm, rows, encoder, optimizer, steps: int = 8, warmup: int = 3) -> float:
+    template = parse_template(TEMPLATE)
     for step in range(warmup + steps):
         if step == warmup:
             torch.cuda.synchronize()
             started = time.perf_counter()
-        loss = -batch_scores(lm, batch, prompt=encoder(), precision="bf16").logprob.mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        training_step(lm, template, [rows], encoder, optimizer, precision="bf16")
     torch.cuda.synchronize()
     return (time.perf_counter() - started) / steps
 
 
-def measure(lm, batch, label: str) -> dict:
+def measure(lm, rows, label: str) -> dict:
     template = parse_template(TEMPLATE)
+    batch = make_batch(lm, template, rows)
     encoder = build_encoder("lstm", template.num_slots, lm.embeddings, seed=0).to(lm.device)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-3)
-    seconds = timed_steps(lm, batch, encoder, optimizer)
+    seconds = timed_steps(lm, rows, encoder, optimizer)
     flops = flops_per_step(lm, batch)
     row = {"variant": label, "batch": batch.size, "seq_len": batch.input_ids.shape[1],
            "real_tokens": int(batch.attention_mask.sum()), "seconds_per_step": seconds,
@@ -58,14 +58,14 @@ def measure(lm, batch, label: str) -> dict:
     return row
 
 
-def profile(lm, batch) -> list[dict]:
+def profile(lm, rows) -> list[dict]:
     template = parse_template(TEMPLATE)
     encoder = build_encoder("lstm", template.num_slots, lm.embeddings, seed=0).to(lm.device)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-3)
-    timed_steps(lm, batch, encoder, optimizer, steps=1, warmup=2)
+    timed_steps(lm, rows, encoder, optimizer, steps=1, warmup=2)
     activities = [torch.profiler.ProfilerActivity.CUDA, torch.profiler.ProfilerActivity.CPU]
     with torch.profiler.profile(activities=activities) as prof:
-        timed_steps(lm, batch, encoder, optimizer, steps=2, warmup=0)
+        timed_steps(lm, rows, encoder, optimizer, steps=2, warmup=0)
     events = sorted(prof.key_averages(), key=lambda e: e.device_time_total, reverse=True)
     top = [{"name": e.key[:90], "cuda_ms": e.device_time_total / 1e3 / 2, "calls": e.count // 2}
            for e in events[:15]]
@@ -83,10 +83,9 @@ def main() -> None:
     tokenizer = smollm2_tokenizer(args.assets)
     lm = random_lm(llama_1b_config(len(tokenizer)), tokenizer, device="cuda",
                    dtype=torch.bfloat16, name="llama-1b")
-    template = parse_template(TEMPLATE)
     facts = load_task("capital_of").split("train")
-    padded = make_batch(lm, template, [facts[i % len(facts)] for i in range(args.batch)])
-    same = make_batch(lm, template, [Fact("France", "Paris")] * args.batch)
+    padded = [facts[i % len(facts)] for i in range(args.batch)]
+    same = [Fact("France", "Paris")] * args.batch  # every row the same length: no padding
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
               "top_kernels": profile(lm, padded),
               "rows": [measure(lm, padded, "plain, padded batch"),

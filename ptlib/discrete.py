@@ -1,12 +1,13 @@
 """Discrete prompt search: every slot holds a vocabulary token (p_i in V).
 
 - ``manual_prompts``: P@1 of each hand-written template (paraphrase sensitivity).
-- ``search``: one greedy coordinate-ascent loop with two ways to propose swaps:
-  ``"autoprompt"`` ranks candidate tokens by the first-order estimate E @ (-grad) of the loss
-  change (AutoPrompt's HotFlip step); ``"random"`` draws candidates uniformly from the allowed
-  vocabulary. Everything else (one slot per iteration, candidates scored together on a fresh
-  batch, a swap kept only when it improves, the best prompt on dev kept) is shared, so the
-  comparison isolates the value of the gradient.
+- ``search``: one greedy loop whose candidate prompts come from a registered proposer
+  (``PROPOSERS``): ``"autoprompt"`` picks a slot and ranks tokens for it by the first-order
+  estimate E @ (-grad) of the loss change (AutoPrompt's HotFlip step); ``"random"`` picks a slot
+  and draws tokens uniformly from the allowed vocabulary. Everything else (candidates scored
+  together on a fresh batch, a swap kept only when it improves, the best prompt on dev kept) is
+  shared, so the comparison isolates the value of the gradient. A proposer returns whole
+  candidate prompts (K, L), so one that changes several slots at once fits the same loop.
 
 Cost is counted in sequence forwards: each (prompt, fact) row through the model is one, and a
 backward pass counts as two (its usual cost). Dev evaluations are model selection shared by
@@ -15,6 +16,7 @@ both methods and are not counted.
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -25,8 +27,6 @@ from ptlib.model import LM
 from ptlib.objective import batch_scores, evaluate, make_batch, score_candidates
 from ptlib.progress import progress
 from ptlib.template import SLOT, Template, encode_target, parse_template
-
-METHODS = ("autoprompt", "random")
 
 
 def manual_prompts(lm: LM, task: Task, split: str = "test", precision: str = "fp32"
@@ -67,7 +67,7 @@ def allowed_tokens(lm: LM, gold_objects: list[str], exclude_capitalised: bool = 
 class SearchConfig:
     """Settings of a discrete search; a bad value raises ``ConfigError`` naming it."""
 
-    method: str = "autoprompt"      # autoprompt (gradient-ranked swaps) | random (uniform swaps)
+    method: str = "autoprompt"      # a PROPOSERS name: autoprompt (gradient-ranked) | random
     iterations: int = 50            # swap attempts (one slot each)
     num_candidates: int = 10        # tokens tried per iteration (AutoPrompt's default)
     batch_size: int = 16            # facts in the gradient batch and in each scoring batch
@@ -80,8 +80,8 @@ class SearchConfig:
     precision: str = "fp32"         # fp32 | bf16 autocast of the LM
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in PROPOSERS:
+            raise ConfigError(f"method must be one of {tuple(PROPOSERS)}, got {self.method!r}")
         for name in ("iterations", "num_candidates", "batch_size", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -175,54 +175,109 @@ def random_candidates(allowed: torch.Tensor, k: int, generator: torch.Generator)
     return pool[torch.randperm(len(pool), generator=generator)[:k]]
 
 
+@dataclass
+class SearchState:
+    """What a proposer sees: the current prompt and everything it may use to improve it."""
+
+    lm: LM
+    template: Template
+    train_facts: list[Fact]
+    allowed: torch.Tensor        # (V,) bool: tokens a slot may hold
+    config: SearchConfig
+    generator: torch.Generator   # the search's only source of randomness
+    slots: torch.Tensor          # (L,) the current prompt's slot tokens
+
+
+@dataclass
+class Proposal:
+    """Candidate prompts to score against the current one."""
+
+    prompts: torch.Tensor  # (K, L) slot tokens
+    forwards: int          # sequence forwards spent making the proposal
+
+
+Proposer = Callable[[SearchState], Proposal]
+PROPOSERS: dict[str, Proposer] = {}
+
+
+def register_proposer(name: str):
+    """Decorator: make a proposer usable as ``SearchConfig(method=name)``."""
+    def register(proposer: Proposer) -> Proposer:
+        PROPOSERS[name] = proposer
+        return proposer
+    return register
+
+
+def _one_slot_swaps(state: SearchState, position: int, tokens: torch.Tensor) -> torch.Tensor:
+    """The current prompt with slot ``position`` set to each of ``tokens`` (k,): (k, L)."""
+    prompts = state.slots.repeat(len(tokens), 1)
+    prompts[:, position] = tokens
+    return prompts
+
+
+@register_proposer("autoprompt")
+def propose_hotflip(state: SearchState) -> Proposal:
+    """AutoPrompt: one random slot, its top-k tokens by E @ (-grad) on a sampled batch."""
+    config = state.config
+    position = int(torch.randint(state.template.num_slots, (1,), generator=state.generator))
+    grad_facts = _sample(state.train_facts, config.batch_size, state.generator)
+    grad = slot_gradient(state.lm, state.template, grad_facts, state.slots, config.precision)
+    tokens = hotflip_candidates(state.lm, grad[position], state.allowed, config.num_candidates)
+    return Proposal(_one_slot_swaps(state, position, tokens), 3 * len(grad_facts))
+
+
+@register_proposer("random")
+def propose_random(state: SearchState) -> Proposal:
+    """Random search: one random slot, k distinct allowed tokens drawn uniformly; free."""
+    position = int(torch.randint(state.template.num_slots, (1,), generator=state.generator))
+    tokens = random_candidates(state.allowed, state.config.num_candidates, state.generator)
+    return Proposal(_one_slot_swaps(state, position, tokens), 0)
+
+
 def search(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: list[Fact],
-           config: SearchConfig | None = None, show_progress: bool = True) -> SearchResult:
-    """Greedy discrete prompt search (AutoPrompt or random swaps) over the template's slots."""
+           config: SearchConfig | None = None, show_progress: bool = True,
+           progress_label: str | None = None) -> SearchResult:
+    """Greedy discrete prompt search over the template's slots, with the config's proposer
+    (AutoPrompt or random swaps). ``progress_label`` names the progress bar."""
     config = config or SearchConfig()
     template = parse_template(getattr(template, "text", template), require_slots=True)
     if not train_facts or not dev_facts:
         raise ConfigError("search needs at least one train fact and one dev fact")
     generator = torch.Generator().manual_seed(config.seed)
     allowed = allowed_tokens(lm, [f.y for f in train_facts], config.exclude_capitalised)
-    slots = _initial_slots(lm, template, config, allowed, generator)
+    state = SearchState(lm, template, train_facts, allowed, config, generator,
+                        _initial_slots(lm, template, config, allowed, generator))
     history, forwards, started = SearchHistory(), 0, time.perf_counter()
     score_size = len(train_facts) if config.full_batch else config.batch_size
-    best = (-1.0, slots.clone())
+    best = (-1.0, state.slots.clone())
 
     def dev_eval(iteration: int) -> None:
         nonlocal best
-        p_at_1 = evaluate(lm, template, dev_facts, slot_ids=slots.to(lm.device),
+        p_at_1 = evaluate(lm, template, dev_facts, slot_ids=state.slots.to(lm.device),
                           precision=config.precision).p_at_1
         history.eval_iteration.append(iteration)
         history.dev_p_at_1.append(p_at_1)
         if p_at_1 >= best[0]:  # ties go to the later prompt (better train objective)
-            best = (p_at_1, slots.clone())
+            best = (p_at_1, state.slots.clone())
 
     dev_eval(0)
-    for iteration in progress(range(1, config.iterations + 1), desc=f"search {config.method}",
-                              disable=not show_progress):
-        position = int(torch.randint(template.num_slots, (1,), generator=generator))
-        if config.method == "autoprompt":
-            grad_facts = _sample(train_facts, config.batch_size, generator)
-            grad = slot_gradient(lm, template, grad_facts, slots, config.precision)
-            candidates = hotflip_candidates(lm, grad[position], allowed, config.num_candidates)
-            forwards += 3 * len(grad_facts)
-        else:
-            candidates = random_candidates(allowed, config.num_candidates, generator)
-        trials = slots.repeat(len(candidates) + 1, 1)  # row 0 is the current prompt
-        trials[1:, position] = candidates
+    bar = progress(range(1, config.iterations + 1), disable=not show_progress,
+                   desc=progress_label or f"search {config.method}")
+    for iteration in bar:
+        proposal = PROPOSERS[config.method](state)
+        trials = torch.cat([state.slots.unsqueeze(0), proposal.prompts])  # row 0: current
         batch = make_batch(lm, template, _sample(train_facts, score_size, generator))
         values = score_candidates(lm, batch, trials.to(lm.device), precision=config.precision)
-        forwards += trials.shape[0] * batch.size
+        forwards += proposal.forwards + trials.shape[0] * batch.size
         winner = int(values[1:].argmax()) + 1
         accepted = bool(values[winner] > values[0])
         if accepted:
-            slots = trials[winner].clone()
+            state.slots = trials[winner].clone()
         history.iteration.append(iteration)
         history.forwards.append(forwards)
         history.objective.append(float(values[winner] if accepted else values[0]))
         history.accepted.append(accepted)
-        history.prompt.append(prompt_text(lm, template, slots))
+        history.prompt.append(prompt_text(lm, template, state.slots))
         if iteration % config.eval_every == 0:
             dev_eval(iteration)
         if config.max_forwards is not None and forwards >= config.max_forwards:

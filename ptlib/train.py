@@ -17,7 +17,7 @@ import torch
 
 from ptlib.checkpoint import load_state, save_state
 from ptlib.data import Fact
-from ptlib.encoders import ENCODERS, FREE_INITS, PromptEncoder, build_encoder
+from ptlib.encoders import ENCODERS, FREE_INITS, FreeVectors, PromptEncoder, build_encoder
 from ptlib.errors import ConfigError, TrainingError
 from ptlib.model import LM
 from ptlib.objective import Evaluation, batch_scores, evaluate, make_batch
@@ -52,7 +52,7 @@ class TrainConfig:
     checkpoint_every: int = 0      # steps between checkpoints when a folder is given; 0: at evals
 
     def __post_init__(self):
-        _choice("encoder", self.encoder, ENCODERS)
+        _choice("encoder", self.encoder, tuple(ENCODERS))
         _choice("init", self.init, FREE_INITS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("precision", self.precision, PRECISIONS)
@@ -161,11 +161,9 @@ def batch_facts(facts: list[Fact], config: TrainConfig, step: int, micro: int) -
 class _Run:
     """The mutable state of one training run, saved and restored as a unit."""
 
-    def __init__(self, lm: LM, template: Template, config: TrainConfig):
-        phrase_ids = lm.tokenizer(config.init_phrase, add_special_tokens=False).input_ids
-        self.encoder = build_encoder(config.encoder, template.num_slots, lm.embeddings,
-                                     config.seed, config.init, config.hidden_size,
-                                     phrase_ids).to(lm.device)
+    def __init__(self, lm: LM, template: Template, config: TrainConfig,
+                 initial_prompt: torch.Tensor | None = None):
+        self.encoder = _initial_encoder(lm, template, config, initial_prompt).to(lm.device)
         self.optimizer = torch.optim.AdamW(self.encoder.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.step = 0
@@ -211,32 +209,71 @@ class _Run:
         self.trajectory = [tensors[f"trajectory.{i}"] for i in range(meta["trajectory"])]
 
 
-def _config_matches(saved: dict, config: TrainConfig, template: Template) -> None:
-    mine = {"config": config.as_dict(), "template": template.text}
-    if saved.get("config") != mine["config"] or saved.get("template") != template.text:
-        raise ConfigError("the checkpoint was written by a run with another config or template; "
-                          "use a fresh folder or the same settings to resume")
+def _initial_encoder(lm: LM, template: Template, config: TrainConfig,
+                     initial_prompt: torch.Tensor | None) -> PromptEncoder:
+    """The config's encoder, or free vectors starting from ``initial_prompt`` (L, d)."""
+    if initial_prompt is None:
+        phrase_ids = lm.tokenizer(config.init_phrase, add_special_tokens=False).input_ids
+        return build_encoder(config.encoder, template.num_slots, lm.embeddings, config.seed,
+                             config.init, config.hidden_size, phrase_ids)
+    if config.encoder != "free":
+        raise ConfigError(f"initial_prompt seeds free vectors; the {config.encoder!r} encoder "
+                          "generates its prompt from its own parameters (use encoder='free')")
+    expected = (template.num_slots, lm.width)
+    if tuple(initial_prompt.shape) != expected:
+        raise ConfigError(f"initial_prompt has shape {tuple(initial_prompt.shape)}, but the "
+                          f"template and model need (L, d) = {expected}")
+    return FreeVectors(initial_prompt.detach().float().cpu())
+
+
+def _check_resumable(saved: dict, config: TrainConfig, template: Template,
+                     done_steps: int) -> None:
+    """A checkpoint resumes under the same config and template; only ``steps`` may grow (the
+    run is extended, its history continued) and only on a constant schedule after warmup, so
+    no step's learning rate changes."""
+    if saved.get("template") != template.text:
+        raise ConfigError(f"the checkpoint was written for template {saved.get('template')!r}, "
+                          f"not {template.text!r}: use a fresh folder or the same template")
+    before, now = dict(saved.get("config") or {}), config.as_dict()
+    changed = sorted(k for k in now.keys() | before.keys()
+                     if k != "steps" and before.get(k) != now.get(k))
+    if changed:
+        raise ConfigError(f"the checkpoint was written with other settings ({', '.join(changed)}"
+                          "); only steps may change on resume: use a fresh folder otherwise")
+    if now["steps"] == before.get("steps"):
+        return
+    if now["steps"] < done_steps:
+        raise ConfigError(f"the checkpoint has already run {done_steps} steps; steps="
+                          f"{now['steps']} cannot shorten it")
+    if config.schedule != "constant":
+        raise ConfigError(f"a {config.schedule!r} schedule is spread over the steps, so "
+                          "extending the run would change its learning rates: start a new run")
 
 
 def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: list[Fact],
           config: TrainConfig | None = None, checkpoint_dir: str | Path | None = None,
           resume: bool = False, show_progress: bool = True,
-          on_eval: Callable[[History], None] | None = None) -> TrainResult:
+          on_eval: Callable[[History], None] | None = None,
+          progress_label: str | None = None,
+          initial_prompt: torch.Tensor | None = None) -> TrainResult:
     """Train a prompt encoder on ``train_facts``, keeping the prompt that scores best on
     ``dev_facts``. With ``checkpoint_dir``, state is saved atomically at every evaluation (or
-    every ``checkpoint_every`` steps) and ``resume=True`` continues from the last save.
-    ``on_eval`` is called with the history after each dev evaluation (live plots).
+    every ``checkpoint_every`` steps) and ``resume=True`` continues from the last save; a
+    finished run resumed with more ``steps`` is extended. ``on_eval`` is called with the history
+    after each dev evaluation (live plots). ``progress_label`` names the progress bar (default
+    ``train <encoder>``). ``initial_prompt`` (L, d) starts free vectors from given values, e.g.
+    a prompt imported from a PEFT adapter.
     """
     config = config or TrainConfig()
     template = parse_template(getattr(template, "text", template), require_slots=True)
     if not train_facts or not dev_facts:
         raise ConfigError("train needs at least one train fact and one dev fact")
     precision = resolve_precision(config, lm.device)
-    run = _Run(lm, template, config)
+    run = _Run(lm, template, config, initial_prompt)
     path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     if resume and path is not None and path.exists():
         tensors, meta = load_state(path)
-        _config_matches(meta.get("run", {}), config, template)
+        _check_resumable(meta.get("run", {}), config, template, meta.get("step", 0))
         run.restore(tensors, meta)
     run_meta = {"config": config.as_dict(), "template": template.text}
 
@@ -270,8 +307,8 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
     if run.step == 0 and not run.history.eval_step:
         evaluate_dev()
     run.encoder.train()
-    bar = progress(total=config.steps, initial=run.step, desc=f"train {config.encoder}",
-                   disable=not show_progress)
+    bar = progress(total=config.steps, initial=run.step,
+                   desc=progress_label or f"train {config.encoder}", disable=not show_progress)
     while run.step < config.steps:
         loss, grad_norm = _optimizer_step(lm, template, train_facts, config, run, precision)
         run.step += 1
@@ -295,32 +332,49 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
                        run.best[0], run.history, run.trajectory)
 
 
+def training_step(lm: LM, template: Template, micro_batches: list[list[Fact]],
+                  encoder: PromptEncoder, optimizer: torch.optim.Optimizer,
+                  precision: str = "fp32", max_grad_norm: float | None = None
+                  ) -> tuple[float, float]:
+    """One optimizer step of a prompt encoder on a frozen LM: (mean loss, grad norm).
+
+    Each micro-batch runs the encoder once for its (L, d) prompt, writes it into every
+    example's slots and adds mean_b -log P(y_b | x_b, P) / len(micro_batches) to the gradient;
+    then the encoder's gradient is clipped to ``max_grad_norm`` (None: not clipped) and
+    ``optimizer`` steps. The training loop and the benchmarks share this function.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for facts in micro_batches:
+        batch = make_batch(lm, template, facts)
+        prompt = encoder()  # (L, d), fp32
+        loss = -batch_scores(lm, batch, prompt=prompt, precision=precision).logprob.mean()
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite loss ({loss.item()}): lower the learning rate or "
+                                "enable max_grad_norm; the last checkpoint is kept")
+        (loss / len(micro_batches)).backward()
+        total += loss.item() / len(micro_batches)
+    limit = max_grad_norm if max_grad_norm is not None else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), limit).item()
+    if not math.isfinite(grad_norm):
+        raise TrainingError("non-finite gradient norm; the last checkpoint is kept")
+    optimizer.step()
+    return total, grad_norm
+
+
 def _optimizer_step(lm: LM, template: Template, facts: list[Fact], config: TrainConfig,
                     run: _Run, precision: str) -> tuple[float, float]:
-    """One AdamW step over ``grad_accum`` micro-batches: (mean loss, grad norm)."""
+    """Step ``run.step`` of the run: its learning rate, its micro-batches, one training step."""
     lr = learning_rate(config, run.step)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    run.optimizer.zero_grad(set_to_none=True)
-    total = 0.0
-    for micro in range(config.grad_accum):
-        batch = make_batch(lm, template, batch_facts(facts, config, run.step, micro))
-        prompt = run.encoder()  # (L, d), fp32
-        loss = -batch_scores(lm, batch, prompt=prompt, precision=precision).logprob.mean()
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"non-finite loss ({loss.item()}) at step {run.step + 1}: lower lr "
-                f"(now {lr:g}) or enable max_grad_norm; the last checkpoint is kept"
-            )
-        (loss / config.grad_accum).backward()
-        total += loss.item() / config.grad_accum
-    limit = config.max_grad_norm if config.max_grad_norm is not None else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.encoder.parameters(), limit).item()
-    if not math.isfinite(grad_norm):
-        raise TrainingError(f"non-finite gradient norm at step {run.step + 1}; the last "
-                            "checkpoint is kept")
-    run.optimizer.step()
-    return total, grad_norm
+    micro_batches = [batch_facts(facts, config, run.step, micro)
+                     for micro in range(config.grad_accum)]
+    try:
+        return training_step(lm, template, micro_batches, run.encoder, run.optimizer,
+                             precision, config.max_grad_norm)
+    except TrainingError as err:
+        raise TrainingError(f"step {run.step + 1} (lr {lr:g}): {err}") from err
 
 
 def _record_step(run: _Run, loss: float, grad_norm: float, lr: float) -> None:

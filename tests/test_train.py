@@ -298,13 +298,41 @@ def test_resume_of_a_finished_run_returns_it(tiny, facts, tmp_path):
     assert again.history.loss == first.history.loss
 
 
-@pytest.mark.parametrize("change", [{"lr": 0.02}, {"steps": 12}, {"seed": 1},
-                                    {"encoder": "mlp"}])
+@pytest.mark.parametrize("change", [{"lr": 0.02}, {"seed": 1}, {"encoder": "mlp"}])
 def test_resume_with_another_config_raises(tiny, facts, tmp_path, change):
     cfg = config(steps=4)
     run(tiny, facts, cfg, checkpoint_dir=tmp_path)
-    with pytest.raises(ConfigError, match="config"):
+    with pytest.raises(ConfigError, match=f"other settings \\({next(iter(change))}\\)"):
         run(tiny, facts, config(**({"steps": 4} | change)), checkpoint_dir=tmp_path, resume=True)
+
+
+def test_a_finished_run_resumed_with_more_steps_is_extended(tiny, facts, tmp_path):
+    run(tiny, facts, config(steps=4), checkpoint_dir=tmp_path)
+    extended = run(tiny, facts, config(steps=8), checkpoint_dir=tmp_path, resume=True)
+    straight = run(tiny, facts, config(steps=8))
+    assert extended.history.step == list(range(1, 9))
+    assert extended.history.loss == straight.history.loss
+    assert torch.equal(extended.encoder.export(), straight.encoder.export())
+
+
+def test_a_run_cannot_be_shortened_or_extended_on_a_decaying_schedule(tiny, facts, tmp_path):
+    run(tiny, facts, config(steps=4), checkpoint_dir=tmp_path / "a")
+    with pytest.raises(ConfigError, match="already run 4 steps"):
+        run(tiny, facts, config(steps=2), checkpoint_dir=tmp_path / "a", resume=True)
+    run(tiny, facts, config(steps=4, schedule="linear"), checkpoint_dir=tmp_path / "b")
+    with pytest.raises(ConfigError, match="'linear' schedule"):
+        run(tiny, facts, config(steps=8, schedule="linear"), checkpoint_dir=tmp_path / "b",
+            resume=True)
+
+
+def test_initial_prompt_starts_free_vectors_from_given_values(tiny, facts):
+    start = torch.randn(3, tiny.width, generator=torch.Generator().manual_seed(5))
+    result = run(tiny, facts, config(steps=2), initial_prompt=start)
+    assert torch.equal(result.trajectory[0], start)
+    with pytest.raises(ConfigError, match=r"shape \(2, 32\)"):
+        run(tiny, facts, config(steps=2), initial_prompt=start[:2])
+    with pytest.raises(ConfigError, match="seeds free vectors"):
+        run(tiny, facts, config(steps=2, encoder="lstm"), initial_prompt=start)
 
 
 def test_resume_with_another_template_raises(tiny, facts, tmp_path):
