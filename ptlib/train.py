@@ -21,6 +21,7 @@ from ptlib.encoders import ENCODERS, FREE_INITS, FreeVectors, PromptEncoder, bui
 from ptlib.errors import ConfigError, TrainingError
 from ptlib.model import LM
 from ptlib.objective import Evaluation, batch_scores, evaluate, make_batch
+from ptlib.options import check_choices, option
 from ptlib.progress import progress
 from ptlib.template import Template, parse_template
 
@@ -33,29 +34,31 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 class TrainConfig:
     """Everything that decides a training run; a bad value raises ``ConfigError`` naming it."""
 
-    encoder: str = "lstm"          # free | lstm | mlp
-    init: str = "normal_rescaled"  # free only: normal | normal_rescaled | uniform | vocab | phrase
-    init_phrase: str = ""          # text whose tokens seed the slots when init == "phrase"
-    hidden_size: int | None = None  # lstm/mlp width; None means the model width d
-    steps: int = 200               # optimizer steps
-    batch_size: int = 16           # facts per micro-batch
-    grad_accum: int = 1            # micro-batches per optimizer step
-    lr: float = 3e-3               # peak AdamW learning rate
-    weight_decay: float = 0.0      # AdamW decoupled weight decay
-    warmup_steps: int = 0          # linear warmup from 0 to lr
-    schedule: str = "constant"     # after warmup: constant | linear (to 0) | cosine (to 0)
-    max_grad_norm: float | None = 1.0  # clip the encoder's gradient norm; None for no clipping
-    eval_every: int = 25           # steps between dev evaluations (also one at step 0)
-    patience: int | None = None    # stop after this many evals without a better dev score
-    seed: int = 0                  # encoder init and batch order
-    precision: str = "auto"        # frozen LM: auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
-    checkpoint_every: int = 0      # steps between checkpoints when a folder is given; 0: at evals
+    encoder: str = option("lstm", "prompt encoder", lambda: tuple(ENCODERS))
+    init: str = option("normal_rescaled", "free vectors' initial values", FREE_INITS)
+    init_phrase: str = option("", "text whose tokens seed the slots when init is phrase")
+    hidden_size: int | None = option(None, "lstm/mlp width; none means the model width d")
+    steps: int = option(200, "optimizer steps")
+    batch_size: int = option(16, "facts per micro-batch")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    lr: float = option(3e-3, "peak AdamW learning rate")
+    weight_decay: float = option(0.0, "AdamW decoupled weight decay")
+    warmup_steps: int = option(0, "steps of linear warmup from 0 to lr")
+    schedule: str = option("constant", "after warmup: constant, or linear/cosine decay to 0",
+                           SCHEDULES)
+    max_grad_norm: float | None = option(1.0, "clip the encoder's gradient norm to this; none "
+                                               "for no clipping")
+    eval_every: int = option(25, "steps between dev evaluations (also one at step 0)")
+    patience: int | None = option(None, "stop after this many evaluations without a better "
+                                        "dev score; none never stops early")
+    seed: int = option(0, "encoder init and batch order")
+    precision: str = option("auto", "frozen LM: auto (bf16 on CUDA, fp32 elsewhere), fp32 or "
+                                    "bf16 autocast", PRECISIONS)
+    checkpoint_every: int = option(0, "steps between checkpoints when a folder is given; 0 "
+                                      "saves at every evaluation")
 
     def __post_init__(self):
-        _choice("encoder", self.encoder, tuple(ENCODERS))
-        _choice("init", self.init, FREE_INITS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("precision", self.precision, PRECISIONS)
+        check_choices(self)
         for name in ("steps", "batch_size", "grad_accum", "eval_every"):
             _positive(name, getattr(self, name))
         for name in ("warmup_steps", "checkpoint_every", "seed"):
@@ -76,11 +79,6 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _choice(name: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 def _positive(name: str, value) -> None:
