@@ -22,7 +22,7 @@ from transformers import (
 from ptlib import SearchConfig, TrainConfig, evaluate, load_prompt, save_prompt, search, train
 from ptlib.discrete import allowed_tokens
 from ptlib.model import byte_tokenizer, random_lm
-from ptlib.objective import input_embeddings, make_batch, target_logits
+from ptlib.objective import input_embeddings, make_batch, prompted_logits, target_logits
 from ptlib.template import parse_template
 
 PADDED_ROWS = 6  # embedding rows beyond the tokenizer's vocabulary
@@ -82,8 +82,10 @@ def test_target_logits_equal_the_models_own_forward(family_lm, facts, side):
     with torch.no_grad():
         embeds = input_embeddings(family_lm, batch, prompt=prompt)
         ours = target_logits(family_lm, batch, embeds)
+        in_one_call = prompted_logits(family_lm, batch, prompt=prompt)  # the training path
         theirs = _own_forward_logits(family_lm, batch, embeds)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(in_one_call, theirs, rtol=0, atol=1e-5)
     if family_lm.name == "tiny-gemma2":
         assert ours.abs().max() <= SOFTCAP + 1e-6  # the soft-capping was applied
 

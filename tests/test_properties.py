@@ -145,7 +145,7 @@ def follows_the_rules(text: str) -> bool:
     """The documented rules, written independently of parse_template."""
     return (bool(text.strip()) and text.count("{x}") == 1
             and "{" not in text.replace("{x}", "") and "}" not in text.replace("{x}", "")
-            and not text.endswith((" ", "\t", "\n")))
+            and not text[-1:].isspace())
 
 
 @given(text=st.one_of(st.text(max_size=40), template_text))
@@ -154,6 +154,7 @@ def follows_the_rules(text: str) -> bool:
 @example(text="[P]{x}[P")
 @example(text="{x} [P]")  # found by hypothesis: whitespace before a slot is not rendered
 @example(text=" \t[P]{x}")
+@example(text="{x}\x1f")  # found by make fuzz: U+001F is whitespace to str.isspace
 def test_parse_template_parses_or_raises_template_error(text):
     try:
         template = parse_template(text)
