@@ -5,7 +5,9 @@
     python -m ptlib eval   --task capital_of --prompt runs/a/prompt.safetensors
     python -m ptlib eval   --task capital_of --template "The capital of {x} is"
 
-Add ``--model tiny`` to try any command in seconds on a tiny random-init model. Each command
+Add ``--model tiny`` to try any command in seconds on a tiny random-init model. ``train`` also
+runs on several processes (``torchrun --nproc-per-node 2 -m ptlib train ...``; see
+``ptlib.distributed``), with the same result as one process. Each command
 prints its metrics as JSON and, with ``--out``, writes ``metrics.json`` (and the prompt) there.
 The flags of ``train`` and ``search`` are built from ``TrainConfig`` and ``SearchConfig``:
 every field is a flag with its type, help and choices, and ``none`` where a field may be None.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ptlib import distributed
 from ptlib.checkpoint import load_prompt, save_prompt
 from ptlib.data import SPLITS, load_task
 from ptlib.discrete import SearchConfig, search
@@ -96,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--resume", action="store_true",
                            help="continue from the checkpoint in --out (more --steps extends a "
                                 "finished run)")
+    train_cmd.add_argument("--shard-lm", action="store_true",
+                           help="under torchrun: shard the frozen LM over the processes with "
+                                "FSDP2 (for an LM too big for one device)")
     _add_config(train_cmd, TrainConfig)
     search_cmd = commands.add_parser("search", help="discrete prompt search")
     _common(search_cmd)
@@ -116,14 +122,26 @@ def _write(out: str | None, metrics: dict) -> None:
         (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
-def run(args: argparse.Namespace) -> dict:
+def _load(args: argparse.Namespace, ranks: distributed.Ranks):
+    lm = load_lm(args.model, device=distributed.device_for(ranks, args.device))
+    if getattr(args, "shard_lm", False):
+        if not ranks.distributed:
+            raise PTLibError("--shard-lm needs several processes: start with torchrun "
+                             "--nproc-per-node N -m ptlib train ...")
+        distributed.shard_lm(lm.model)
+    return lm
+
+
+def run(args: argparse.Namespace, ranks: distributed.Ranks) -> dict:
     task = load_task(args.task, templates=args.task_template)
-    lm = load_lm(args.model, device=args.device)
+    if ranks.distributed and args.command != "train":
+        raise PTLibError(f"only train runs on several processes, not {args.command}")
+    lm = _load(args, ranks)
     report = task.split(args.split)
     if args.command == "train":
         result = train(lm, args.template, task.split("train"), task.split("dev"),
                        _config(args, TrainConfig), checkpoint_dir=args.out, resume=args.resume)
-        if args.out:
+        if args.out and ranks.is_main:
             save_prompt(Path(args.out) / "prompt.safetensors", result.prompt, args.template,
                         lm.name)
         return {"command": "train", "task": task.name, "template": args.template,
@@ -154,11 +172,17 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; 0 on success, 2 on a bad flag (argparse) or a ptlib error."""
+    """Run one command; 0 on success, 2 on a bad flag (argparse) or a ptlib error. Under
+    torchrun, every process trains and rank 0 alone writes and prints the results."""
     args = build_parser().parse_args(argv)
+    ranks = distributed.init_from_env()
     try:
-        _write(args.out, run(args))
+        metrics = run(args, ranks)
+        if ranks.is_main:
+            _write(args.out, metrics)
     except PTLibError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        distributed.finish(ranks)
     return 0

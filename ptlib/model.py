@@ -39,18 +39,20 @@ class LM:
 
     @property
     def embeddings(self) -> torch.Tensor:
-        """The token embedding matrix E: (V, d)."""
-        return self.model.get_input_embeddings().weight
+        """The token embedding matrix E: (V, d). For a model sharded with FSDP2 the full
+        matrix is gathered (a collective: every rank must ask)."""
+        weight = self.model.get_input_embeddings().weight
+        return weight.full_tensor() if hasattr(weight, "full_tensor") else weight
 
     @property
     def width(self) -> int:
         """The hidden size d."""
-        return self.embeddings.shape[1]
+        return self.model.get_input_embeddings().weight.shape[1]
 
     @property
     def vocab_size(self) -> int:
         """Rows of E (V)."""
-        return self.embeddings.shape[0]
+        return self.model.get_input_embeddings().weight.shape[0]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
+from ptlib import distributed
 from ptlib.checkpoint import load_state, save_state
 from ptlib.data import Fact
+from ptlib.distributed import Ranks
 from ptlib.encoders import ENCODERS, FREE_INITS, FreeVectors, PromptEncoder, build_encoder
 from ptlib.errors import ConfigError, TrainingError
 from ptlib.model import LM
@@ -267,6 +269,7 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
     if not train_facts or not dev_facts:
         raise ConfigError("train needs at least one train fact and one dev fact")
     precision = resolve_precision(config, lm.device)
+    ranks = distributed.current()
     run = _Run(lm, template, config, initial_prompt)
     path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     if resume and path is not None and path.exists():
@@ -276,16 +279,17 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
     run_meta = {"config": config.as_dict(), "template": template.text}
 
     def save() -> None:
-        if path is not None:
+        if path is not None and ranks.is_main:
             tensors, meta = run.state()
             save_state(path, tensors, meta | {"run": run_meta})
+        distributed.barrier(ranks)  # no rank runs ahead of the checkpoint
 
     def evaluate_dev() -> bool:
         """Record a dev evaluation; return True when patience has run out."""
         run.encoder.eval()
         prompt = run.encoder.export()
-        result = evaluate(lm, template, dev_facts, prompt=prompt.to(lm.device),
-                          precision=precision)
+        result = evaluate_sharded(lm, template, dev_facts, prompt.to(lm.device), precision,
+                                  ranks)
         run.encoder.train()
         run.history.eval_step.append(run.step)
         run.history.dev_p_at_1.append(result.p_at_1)
@@ -306,7 +310,8 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
         evaluate_dev()
     run.encoder.train()
     bar = progress(total=config.steps, initial=run.step,
-                   desc=progress_label or f"train {config.encoder}", disable=not show_progress)
+                   desc=progress_label or f"train {config.encoder}",
+                   disable=not (show_progress and ranks.is_main))
     while run.step < config.steps:
         loss, grad_norm = _optimizer_step(lm, template, train_facts, config, run, precision)
         run.step += 1
@@ -332,32 +337,56 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
 
 def training_step(lm: LM, template: Template, micro_batches: list[list[Fact]],
                   encoder: PromptEncoder, optimizer: torch.optim.Optimizer,
-                  precision: str = "fp32", max_grad_norm: float | None = None
-                  ) -> tuple[float, float]:
+                  precision: str = "fp32", max_grad_norm: float | None = None,
+                  ranks: Ranks | None = None) -> tuple[float, float]:
     """One optimizer step of a prompt encoder on a frozen LM: (mean loss, grad norm).
 
-    Each micro-batch runs the encoder once for its (L, d) prompt, writes it into every
-    example's slots and adds mean_b -log P(y_b | x_b, P) / len(micro_batches) to the gradient;
-    then the encoder's gradient is clipped to ``max_grad_norm`` (None: not clipped) and
-    ``optimizer`` steps. The training loop and the benchmarks share this function.
+    For each micro-batch of B facts, this rank takes its shard (all of it on one process), runs
+    the encoder once for the (L, d) prompt, writes it into every example's slots and adds
+    sum_b -log P(y_b | x_b, P) / (B * len(micro_batches)) to the gradient. Gradients and the
+    loss are summed over ranks, so every rank holds the single-process values; the gradient is
+    clipped to ``max_grad_norm`` (None: not clipped) and ``optimizer`` steps. The training loop
+    and the benchmarks share this function.
     """
+    ranks = ranks or distributed.current()
     optimizer.zero_grad(set_to_none=True)
-    total = 0.0
+    total = torch.zeros((), device=lm.device)
     for facts in micro_batches:
-        batch = make_batch(lm, template, facts)
+        mine = distributed.shard(facts, ranks)
+        if not mine:
+            continue
+        batch = make_batch(lm, template, mine)
         prompt = encoder()  # (L, d), fp32
-        loss = -batch_scores(lm, batch, prompt=prompt, precision=precision).logprob.mean()
-        if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite loss ({loss.item()}): lower the learning rate or "
-                                "enable max_grad_norm; the last checkpoint is kept")
-        (loss / len(micro_batches)).backward()
-        total += loss.item() / len(micro_batches)
+        logprob = batch_scores(lm, batch, prompt=prompt, precision=precision).logprob  # (b,)
+        loss = -logprob.sum() / (len(facts) * len(micro_batches))
+        loss.backward()
+        total += loss.detach()
+    distributed.all_reduce_gradients(encoder, ranks)
+    total = distributed.all_reduce_sum(total, ranks).item()
+    if not math.isfinite(total):
+        raise TrainingError(f"non-finite loss ({total}): lower the learning rate or enable "
+                            "max_grad_norm; the last checkpoint is kept")
     limit = max_grad_norm if max_grad_norm is not None else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), limit).item()
     if not math.isfinite(grad_norm):
         raise TrainingError("non-finite gradient norm; the last checkpoint is kept")
     optimizer.step()
     return total, grad_norm
+
+
+def evaluate_sharded(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor,
+                     precision: str = "fp32", ranks: Ranks | None = None) -> Evaluation:
+    """``evaluate`` of the (L, d) prompt on ``facts``, each rank scoring its shard; every rank
+    gets the metrics of the whole list."""
+    ranks = ranks or distributed.current()
+    if not ranks.distributed:
+        return evaluate(lm, template, facts, prompt=prompt, precision=precision)
+    mine = distributed.shard(facts, ranks)
+    part = evaluate(lm, template, mine, prompt=prompt, precision=precision) if mine else None
+    parts = distributed.all_gather(part, ranks)
+    sizes = [len(distributed.shard(facts, distributed.Ranks(r, ranks.world)))
+             for r in range(ranks.world)]
+    return distributed.combine_shards(parts, sizes)
 
 
 def _optimizer_step(lm: LM, template: Template, facts: list[Fact], config: TrainConfig,
@@ -370,7 +399,7 @@ def _optimizer_step(lm: LM, template: Template, facts: list[Fact], config: Train
                      for micro in range(config.grad_accum)]
     try:
         return training_step(lm, template, micro_batches, run.encoder, run.optimizer,
-                             precision, config.max_grad_norm)
+                             precision, config.max_grad_norm, distributed.current())
     except TrainingError as err:
         raise TrainingError(f"step {run.step + 1} (lr {lr:g}): {err}") from err
 
