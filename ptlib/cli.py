@@ -28,7 +28,7 @@ from ptlib.checkpoint import load_prompt, save_prompt
 from ptlib.data import SPLITS, load_task
 from ptlib.discrete import SearchConfig, search
 from ptlib.errors import PTLibError
-from ptlib.model import DEFAULT_MODEL, TINY_MODEL, load_lm
+from ptlib.model import DEFAULT_MODEL, TINY_MODEL, load_lm, resolve_device
 from ptlib.objective import evaluate
 from ptlib.options import choices_of
 from ptlib.template import parse_template
@@ -123,13 +123,16 @@ def _write(out: str | None, metrics: dict) -> None:
 
 
 def _load(args: argparse.Namespace, ranks: distributed.Ranks):
-    lm = load_lm(args.model, device=distributed.device_for(ranks, args.device))
-    if getattr(args, "shard_lm", False):
-        if not ranks.distributed:
-            raise PTLibError("--shard-lm needs several processes: start with torchrun "
-                             "--nproc-per-node N -m ptlib train ...")
-        distributed.shard_lm(lm.model)
-    return lm
+    device = distributed.device_for(ranks, args.device)
+    if not getattr(args, "shard_lm", False):
+        return load_lm(args.model, device=device)
+    if not ranks.distributed:
+        raise PTLibError("--shard-lm needs several processes: start with torchrun "
+                         "--nproc-per-node N -m ptlib train ...")
+    lm = load_lm(args.model, device="cpu")  # whole in host memory, then 1/N on the device
+    distributed.shard_lm(lm.model)
+    target = resolve_device(device)
+    return dataclasses.replace(lm, model=lm.model.to(target), device=target)
 
 
 def run(args: argparse.Namespace, ranks: distributed.Ranks) -> dict:
