@@ -23,6 +23,7 @@ from ptlib.errors import (
 )
 from ptlib.model import LM, load_lm, tiny_lm
 from ptlib.objective import Evaluation, evaluate
+from ptlib.peft_adapter import export_peft_adapter, import_peft_adapter
 from ptlib.runtime import fast_mode
 from ptlib.template import Template, build_batch, parse_template
 from ptlib.train import TrainConfig, TrainResult, train
@@ -30,9 +31,10 @@ from ptlib.train import TrainConfig, TrainResult, train
 __all__ = [
     "LM", "ConfigError", "DataError", "Evaluation", "Fact", "ModelError", "PTLibError",
     "SearchConfig", "SearchResult", "Task", "Template", "TemplateError", "TrainConfig",
-    "TrainResult", "TrainingError", "build_batch", "build_encoder", "evaluate", "fast_mode",
-    "list_tasks", "load_lm", "load_prompt", "load_task", "manual_prompts", "parse_template",
-    "read_facts", "save_prompt", "search", "tiny_lm", "train",
+    "TrainResult", "TrainingError", "build_batch", "build_encoder", "evaluate",
+    "export_peft_adapter", "fast_mode", "import_peft_adapter", "list_tasks", "load_lm",
+    "load_prompt", "load_task", "manual_prompts", "parse_template", "read_facts", "save_prompt",
+    "search", "tiny_lm", "train",
 ]
 
 # Submodules imported on first attribute access (``ptlib.plots.search_curves``), so that

@@ -1,0 +1,297 @@
+"""Prompts in and out of Hugging Face PEFT adapters, without needing PEFT installed.
+
+PEFT keeps a soft prompt as a folder with ``adapter_config.json`` and
+``adapter_model.safetensors``, the latter holding one tensor ``prompt_embeddings`` (L, d). Its
+prompt types (PROMPT_TUNING, P_TUNING) only *prepend* L virtual tokens to the input embeddings,
+so a ptlib prompt maps onto them exactly when its template is a prepend template:
+``"[P]" * L + " {x} ..."``, every slot before the input and no slot after it. P-Tuning's (3, x, 3)
+placement, or any slot after ``{x}``, has no PEFT counterpart.
+
+For such a template, PEFT's model fed the token ids of the text after the slots (the
+``input_text`` written beside the adapter, encoded with ``add_special_tokens=False``) gives the
+same logits as ptlib, **on right-padded batches**: PEFT ignores ``position_ids`` for prompt
+methods and numbers positions 0..L+T-1, which equals ptlib's positions only when padding comes
+after the real tokens (``build_batch(..., padding_side="right")``).
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ptlib.errors import ConfigError, ModelError, TemplateError
+from ptlib.model import DEFAULT_MODEL, LM, embedded_model_dir
+from ptlib.template import INPUT, Template, parse_template
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+TEMPLATE_FILE = "ptlib_template.json"
+TENSOR_KEY = "prompt_embeddings"
+PROMPT_TYPES = ("PROMPT_TUNING", "P_TUNING")
+TASK_TYPE = "CAUSAL_LM"
+
+
+@dataclass(frozen=True)
+class PeftAdapterInfo:
+    """What an imported adapter says about itself."""
+
+    peft_type: str             # PROMPT_TUNING or P_TUNING
+    num_virtual_tokens: int    # L
+    token_dim: int             # d
+    base_model: str | None     # base_model_name_or_path, as written
+    template: str | None       # the ptlib template, when ptlib_template.json is beside it
+    config: dict               # the whole adapter_config.json
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def prepend_input_text(template: str | Template) -> str:
+    """The text after the slots of a prepend template, with ``{x}`` still in it.
+
+    ``"[P][P][P] {x} is"`` gives ``" {x} is"``. Raises ``ConfigError`` for any template that
+    is not L >= 1 slots followed by text: PEFT's prompt types only prepend virtual tokens.
+    """
+    template = parse_template(getattr(template, "text", template))
+    count = template.num_slots
+    chunks = template.chunks(INPUT)  # None per slot, text chunks (with "{x}") between them
+    if count and len(chunks) == count + 1 and all(c is None for c in chunks[:count]):
+        return chunks[count]
+    raise ConfigError(
+        f"template {template.text!r} cannot be a PEFT prompt adapter: PEFT's prompt types "
+        f"(PROMPT_TUNING, P_TUNING) only prepend virtual tokens before the input, so only a "
+        f"template whose [P] slots all come first, like '[P][P][P] {{x}} is', can be exported "
+        f"(this one has {count} slot(s), "
+        + ("none of them" if count == 0 else "not all of them") + " at the very start)"
+    )
+
+
+def base_model_source(lm: LM, base_model_path: str | os.PathLike | None = None) -> str:
+    """What ``base_model_name_or_path`` should say: the given path, else the LM's name, except
+    for the embedded model, whose cached safetensors folder stands in (converted if missing)."""
+    if base_model_path is not None:
+        return str(base_model_path)
+    if lm.name == DEFAULT_MODEL:
+        return str(embedded_model_dir())
+    return lm.name
+
+
+def adapter_config(lm: LM, num_virtual_tokens: int, base_model: str) -> dict:
+    """A PROMPT_TUNING ``adapter_config.json`` for L virtual tokens of width d on ``lm``."""
+    config = lm.model.config
+    return {
+        "peft_type": "PROMPT_TUNING",
+        "task_type": TASK_TYPE,
+        "base_model_name_or_path": base_model,
+        "revision": None,
+        "inference_mode": True,
+        "num_virtual_tokens": num_virtual_tokens,
+        "token_dim": lm.width,
+        "num_transformer_submodules": 1,
+        "num_attention_heads": getattr(config, "num_attention_heads", None),
+        "num_layers": getattr(config, "num_hidden_layers", None),
+        "prompt_tuning_init": "RANDOM",
+        "prompt_tuning_init_text": None,
+        "tokenizer_name_or_path": None,
+        "tokenizer_kwargs": None,
+        "modules_to_save": None,
+        "auto_mapping": None,
+    }
+
+
+def template_record(template: Template, input_text: str, lm: LM) -> dict:
+    """The ``ptlib_template.json`` written beside the adapter: how to format inputs for it."""
+    return {
+        "template": template.text,
+        "num_virtual_tokens": template.num_slots,
+        "input_text": input_text,
+        "add_special_tokens": False,
+        "padding_side": "right",
+        "target_prefix": " ",
+        "model": lm.name,
+        "usage": (
+            "PEFT prepends the virtual tokens itself: feed the model "
+            "tokenizer(input_text.replace('{x}', subject), add_special_tokens=False); "
+            "the answer follows after one space (target_prefix). Pad batches on the right."
+        ),
+    }
+
+
+def _check_prompt(prompt: torch.Tensor, template: Template, lm: LM) -> None:
+    """The prompt must be (L, d): L slots of the template, d the LM's width."""
+    if prompt.dim() != 2 or prompt.shape[0] != template.num_slots:
+        raise TemplateError(
+            f"prompt of shape {tuple(prompt.shape)} does not fill template {template.text!r}: "
+            f"expected ({template.num_slots}, {lm.width})"
+        )
+    if prompt.shape[1] != lm.width:
+        raise ModelError(
+            f"prompt width {prompt.shape[1]} does not match the width {lm.width} of {lm.name!r}"
+        )
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Call ``write(staging_path)`` and move the result onto ``path`` in one step."""
+    handle, staging = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(staging)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, data: dict) -> None:
+    _write_atomic(path, lambda staging: Path(staging).write_text(json.dumps(data, indent=2)))
+
+
+def export_peft_adapter(folder: str | os.PathLike, prompt: torch.Tensor,
+                        template: str | Template, lm: LM, *,
+                        base_model_path: str | os.PathLike | None = None) -> Path:
+    """Write ``prompt`` (L, d) as a PEFT PROMPT_TUNING adapter in ``folder``; return the folder.
+
+    ``template`` must be a prepend template (``"[P]" * L + " {x} ..."``); any other raises
+    ``ConfigError``. The folder gets ``adapter_config.json``, ``adapter_model.safetensors``
+    (``prompt_embeddings``: (L, d) fp32) and ``ptlib_template.json`` (the input text to format).
+    ``base_model_name_or_path`` is ``base_model_path`` when given, else the LM's name (for the
+    embedded model, its cached folder). Load it with ``PeftModel.from_pretrained(base, folder)``
+    and feed right-padded batches (PEFT ignores position_ids for prompt methods).
+    """
+    template = parse_template(getattr(template, "text", template))
+    input_text = prepend_input_text(template)
+    _check_prompt(prompt, template, lm)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vectors = prompt.detach().float().cpu().contiguous().clone()  # (L, d)
+    _write_atomic(folder / WEIGHTS_FILE,
+                  lambda staging: save_file({TENSOR_KEY: vectors}, staging, {"format": "pt"}))
+    _write_json(folder / TEMPLATE_FILE, template_record(template, input_text, lm))
+    config = adapter_config(lm, template.num_slots, base_model_source(lm, base_model_path))
+    _write_json(folder / CONFIG_FILE, config)  # last: its presence marks a finished adapter
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# import
+
+
+def read_adapter_config(folder: Path) -> dict:
+    """``adapter_config.json`` of ``folder`` as a dict; ``ModelError`` when missing or bad."""
+    path = folder / CONFIG_FILE
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: no such adapter folder")
+    if not path.is_file():
+        raise ModelError(f"{folder}: no {CONFIG_FILE}, so not a PEFT adapter folder")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{path}: not readable JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: not a JSON object")
+    return config
+
+
+def check_adapter_config(config: dict, where: Path) -> None:
+    """Accept only CAUSAL_LM prompt adapters that prepend to the input: ``ConfigError`` names
+    the field otherwise."""
+    peft_type = config.get("peft_type")
+    if peft_type not in PROMPT_TYPES:
+        raise ConfigError(
+            f"{where}: peft_type is {peft_type!r}, but ptlib imports only input-layer soft "
+            f"prompts ({', '.join(PROMPT_TYPES)}): other types change the model's weights "
+            f"(LORA, ...) or every layer's keys and values (PREFIX_TUNING), which an (L, d) "
+            f"prompt cannot hold"
+        )
+    if config.get("task_type") != TASK_TYPE:
+        raise ConfigError(
+            f"{where}: task_type is {config.get('task_type')!r}, but ptlib steers causal LMs "
+            f"({TASK_TYPE!r})"
+        )
+    if config.get("num_transformer_submodules", 1) not in (None, 1):
+        raise ConfigError(f"{where}: num_transformer_submodules must be 1 for a causal LM, "
+                          f"got {config.get('num_transformer_submodules')!r}")
+    count = config.get("num_virtual_tokens")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ConfigError(f"{where}: num_virtual_tokens must be a positive integer, got {count!r}")
+
+
+def read_prompt_tensor(folder: Path) -> torch.Tensor:
+    """``prompt_embeddings`` from ``adapter_model.safetensors``: (rows, d) fp32 on CPU."""
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise ModelError(f"{folder}: no {WEIGHTS_FILE} (an old adapter_model.bin must be saved "
+                         f"again with PEFT's save_pretrained(..., safe_serialization=True))")
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise ModelError(f"{path}: not a readable safetensors file ({err})") from err
+    if TENSOR_KEY not in tensors:
+        raise ModelError(f"{path}: no {TENSOR_KEY!r} tensor (found {sorted(tensors)[:5]})")
+    return tensors[TENSOR_KEY].detach().float().contiguous()
+
+
+def check_prompt_shape(vectors: torch.Tensor, config: dict, where: Path,
+                       lm: LM | None) -> None:
+    """The tensor must be (num_virtual_tokens, token_dim), and token_dim the LM's width."""
+    count, width = config["num_virtual_tokens"], config.get("token_dim")
+    if vectors.dim() != 2 or vectors.shape[0] != count:
+        raise ConfigError(
+            f"{where}: {TENSOR_KEY} has shape {tuple(vectors.shape)}, but num_virtual_tokens is "
+            f"{count}: expected ({count}, token_dim)"
+        )
+    if width is not None and vectors.shape[1] != width:
+        raise ConfigError(f"{where}: {TENSOR_KEY} has width {vectors.shape[1]}, but token_dim "
+                          f"is {width}")
+    if lm is not None and vectors.shape[1] != lm.width:
+        raise ModelError(
+            f"{where}: the adapter's vectors have width {vectors.shape[1]}, but {lm.name!r} has "
+            f"width {lm.width} (the adapter was made for "
+            f"{config.get('base_model_name_or_path')!r})"
+        )
+
+
+def read_template(folder: Path, count: int) -> str | None:
+    """The ptlib template written by ``export_peft_adapter``, when there is one and it fits."""
+    path = folder / TEMPLATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        text = json.loads(path.read_text()).get("template")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+        raise ModelError(f"{path}: not a ptlib template record ({err})") from err
+    prepend_input_text(text)
+    if parse_template(text).num_slots != count:
+        raise ConfigError(f"{path}: template {text!r} does not have {count} slots")
+    return text
+
+
+def import_peft_adapter(folder: str | os.PathLike, *,
+                        lm: LM | None = None) -> tuple[torch.Tensor, PeftAdapterInfo]:
+    """Read a PEFT PROMPT_TUNING or P_TUNING adapter: (vectors (L, d) fp32 on CPU, info).
+
+    For P_TUNING, PEFT saves the vectors its encoder produced (the encoder itself is dropped),
+    so both types give plain (L, d) vectors, usable as ``prompt=`` for a prepend template with
+    L slots. Checks peft_type, task_type (CAUSAL_LM), the tensor's shape against
+    num_virtual_tokens and token_dim, and token_dim against ``lm.width`` when ``lm`` is given.
+    """
+    folder = Path(folder)
+    config = read_adapter_config(folder)
+    check_adapter_config(config, folder)
+    vectors = read_prompt_tensor(folder)
+    check_prompt_shape(vectors, config, folder, lm)
+    info = PeftAdapterInfo(
+        peft_type=config["peft_type"],
+        num_virtual_tokens=vectors.shape[0],
+        token_dim=vectors.shape[1],
+        base_model=config.get("base_model_name_or_path"),
+        template=read_template(folder, vectors.shape[0]),
+        config=config,
+    )
+    return vectors, info
