@@ -2,13 +2,29 @@
 
 Shipped tasks live in ``data/``: ``data/tasks.json`` indexes them (description, templates,
 source) and ``data/tasks/<name>.jsonl`` holds one ``{"x": ..., "y": ...}`` object per line. A
-user's own file may be JSONL with the same fields or TSV with two columns ``x<TAB>y``, no header.
-Every problem raises ``DataError`` naming the file and line. Splits are fixed by a stable hash of
-the subject, so they never depend on file order.
+user's own file may be JSONL with the same fields or TSV, ``x<TAB>y``. Splits are fixed by a
+stable hash of the subject, so they never depend on file order.
+
+A fact has one canonical object ``y`` (the training target) and optionally other accepted
+objects, ``alternatives``, that evaluation also counts as right (exact match and first-token P@1
+take the best over ``y`` and its alternatives; NLL stays on ``y``). In JSONL they are an optional
+list, ``{"x": "happy", "y": "sad", "alternatives": ["unhappy"]}``; in TSV, the cells after the
+second: ``happy<TAB>sad<TAB>unhappy`` (trailing empty cells, which spreadsheets write to pad
+rows, are ignored).
+
+Files as people have them: UTF-8 with or without a byte-order mark (Excel writes one), LF or
+CRLF line endings, blank lines anywhere. A TSV file may start with a header row: the first
+non-blank line is skipped when its first two cells are ``x``/``subject`` and ``y``/``object``
+(any letter case) and any further cells are empty or ``alt``/``alternative(s)``, optionally
+numbered (``alternative 1``). TSV cells are not quoted: a tab or line break cannot occur inside
+one, and quote marks are kept as written. Every problem raises ``DataError`` naming the file and
+line; a ``Fact`` built in code checks itself (an empty subject or target is refused).
 """
 
 import hashlib
+import importlib.resources
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +32,7 @@ from pathlib import Path
 from ptlib.errors import DataError, TemplateError
 from ptlib.template import parse_template
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(str(importlib.resources.files("ptlib.tasks")))  # data/ in a checkout
 SPLITS = ("train", "dev", "test")
 FILE_SUFFIXES = (".jsonl", ".json", ".tsv", ".txt")
 SPLIT_FRACTIONS = (0.5, 0.2, 0.3)  # train, dev, test (P-Tuning's LAMA setting keeps test large)
@@ -24,10 +40,58 @@ SPLIT_FRACTIONS = (0.5, 0.2, 0.3)  # train, dev, test (P-Tuning's LAMA setting k
 
 @dataclass(frozen=True)
 class Fact:
-    """One subject x and its single correct object y."""
+    """One subject ``x``, its canonical object ``y`` (what training targets) and any other
+    objects evaluation accepts as right (``alternatives``, a tuple; empty for most facts).
+
+    A fact checks itself: ``x`` and ``y`` must be non-empty strings, and each alternative a
+    non-empty string that is neither ``y`` nor another alternative (``DataError`` otherwise).
+    Facts read from files are also stripped, and a blank (whitespace-only) cell is refused there;
+    a fact built in code keeps its strings as given.
+    """
 
     x: str
     y: str
+    alternatives: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name in ("x", "y"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise DataError(f"Fact.{name} must be a string, got {type(value).__name__} "
+                                f"{value!r}")
+            if not value:
+                what = "subject" if name == "x" else "target (object)"
+                raise DataError(f"Fact.{name} is empty: a fact needs a {what}")
+        alternatives = self.alternatives
+        if isinstance(alternatives, str) or not isinstance(alternatives, (list, tuple)):
+            raise DataError(f"Fact.alternatives must be a tuple of strings, got "
+                            f"{type(alternatives).__name__} {alternatives!r}")
+        problem = _alternatives_problem(alternatives, self.y)
+        if problem:
+            raise DataError(f"Fact({self.x!r}, {self.y!r}): {problem}")
+        object.__setattr__(self, "alternatives", tuple(alternatives))
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        """Every object scored as right: ``y`` first, then the alternatives."""
+        return (self.y, *self.alternatives)
+
+
+def _alternatives_problem(alternatives, y: str) -> str:
+    """What is wrong with a list of alternatives for object ``y``, or "" when nothing is."""
+    seen = set()
+    for number, alternative in enumerate(alternatives, start=1):
+        if not isinstance(alternative, str):
+            return (f"alternative {number} must be a string, got {type(alternative).__name__} "
+                    f"{alternative!r}")
+        if not alternative:
+            return f"alternative {number} is empty"
+        if alternative == y:
+            return f"alternative {number} ({alternative!r}) repeats the object y"
+        if alternative in seen:
+            return f"alternative {number} ({alternative!r}) is listed twice"
+        seen.add(alternative)
+    return ""
 
 
 @dataclass
@@ -57,10 +121,11 @@ class Task:
         return counts.most_common(1)[0][0]
 
     def majority_p_at_1(self, split: str = "test") -> float:
-        """P@1 of always answering the train split's most frequent object."""
+        """Exact match of always answering the train split's most frequent canonical object
+        (a hit where it is any accepted object of the fact)."""
         facts = self.split(split)
         majority = self.majority_object()
-        return sum(f.y == majority for f in facts) / len(facts)
+        return sum(majority in f.accepted for f in facts) / len(facts)
 
 
 def split_of(subject: str) -> str:
@@ -71,6 +136,13 @@ def split_of(subject: str) -> str:
     return "train" if u < train else "dev" if u < train + dev else "test"
 
 
+ALTERNATIVES = "alternatives"  # the JSONL field listing other accepted objects
+# Keys that look like a misspelt ALTERNATIVES: refused rather than silently ignored.
+_NEAR_ALTERNATIVES = {"alt", "alts", "alternative", "alternate", "alternates", "accepted"}
+_HEADER_X, _HEADER_Y = {"x", "subject"}, {"y", "object"}
+_HEADER_ALTERNATIVE = re.compile(r"(alt|alts|alternatives?)( ?\d+)?")
+
+
 def _check_text(value, what: str, where: str) -> str:
     if not isinstance(value, str):
         raise DataError(f"{where}: field {what!r} must be a string, got {type(value).__name__}")
@@ -79,7 +151,21 @@ def _check_text(value, what: str, where: str) -> str:
     return value.strip()
 
 
-def _read_jsonl(path: Path, lines: list[str]) -> list[tuple[int, object, object]]:
+def _check_alternatives(values, y: str, where: str) -> tuple[str, ...]:
+    """The stripped alternatives of object ``y``, or a DataError naming ``where``."""
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise DataError(f"{where}: field {ALTERNATIVES!r} must be a list of strings, got "
+                        f"{type(values).__name__}")
+    stripped = [v.strip() if isinstance(v, str) else v for v in values]
+    problem = _alternatives_problem(stripped, y)
+    if problem:
+        raise DataError(f"{where}: {problem}")
+    return tuple(stripped)
+
+
+def _read_jsonl(path: Path, lines: list[str]) -> list[tuple[int, object, object, object]]:
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -96,34 +182,58 @@ def _read_jsonl(path: Path, lines: list[str]) -> list[tuple[int, object, object]
         for key in ("x", "y"):
             if key not in record:
                 raise DataError(f"{where}: missing field {key!r}")
-        rows.append((number, record["x"], record["y"]))
+        for key in record:
+            if isinstance(key, str) and key.lower() in _NEAR_ALTERNATIVES:
+                raise DataError(f"{where}: unknown field {key!r}: other accepted objects go in "
+                                f"{ALTERNATIVES!r}")
+        rows.append((number, record["x"], record["y"], record.get(ALTERNATIVES)))
     return rows
 
 
-def _read_tsv(path: Path, lines: list[str]) -> list[tuple[int, object, object]]:
-    rows = []
+def _is_header(cells: list[str]) -> bool:
+    """Whether TSV cells are a header row: x/subject, y/object, then alternative columns."""
+    names = [cell.strip().lower() for cell in cells]
+    return (len(names) >= 2 and names[0] in _HEADER_X and names[1] in _HEADER_Y
+            and all(not name or _HEADER_ALTERNATIVE.fullmatch(name) for name in names[2:]))
+
+
+def _read_tsv(path: Path, lines: list[str]) -> list[tuple[int, object, object, object]]:
+    rows, first = [], True
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         cells = line.rstrip("\r\n").split("\t")
-        if len(cells) != 2:
-            raise DataError(f"{path}:{number}: expected 2 tab-separated columns, got {len(cells)}")
-        rows.append((number, cells[0], cells[1]))
+        if first:
+            first = False
+            if _is_header(cells):
+                continue
+        if len(cells) < 2:
+            raise DataError(f"{path}:{number}: expected at least 2 tab-separated columns "
+                            f"(x, y, then any alternatives), got {len(cells)}")
+        alternatives = cells[2:]
+        while alternatives and not alternatives[-1].strip():
+            alternatives.pop()  # a spreadsheet pads short rows with empty cells
+        rows.append((number, cells[0], cells[1], alternatives))
     return rows
 
 
 def read_facts(path: str | Path) -> list[Fact]:
-    """Read and validate facts from a JSONL (``.jsonl``/``.json``) or TSV (``.tsv``) file."""
+    """Read and validate facts from a JSONL (``.jsonl``/``.json``) or TSV (``.tsv``/``.txt``)
+    file; a UTF-8 byte-order mark and CRLF line endings are accepted, a TSV header row skipped."""
     path = Path(path)
+    if path.suffix.lower() == ".csv":
+        raise DataError(f"{path}: comma-separated files are not read (commas occur inside "
+                        "subjects and objects); save it as tab-separated text (.tsv)")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: drops a leading byte-order mark
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read the file ({err})") from err
     reader = _read_tsv if path.suffix.lower() in (".tsv", ".txt") else _read_jsonl
     facts, seen = [], {}
-    for number, x, y in reader(path, text.split("\n")):
+    for number, x, y, alternatives in reader(path, text.split("\n")):
         where = f"{path}:{number}"
-        fact = Fact(_check_text(x, "x", where), _check_text(y, "y", where))
+        x, y = _check_text(x, "x", where), _check_text(y, "y", where)
+        fact = Fact(x, y, _check_alternatives(alternatives, y, where))
         if fact.x in seen:
             raise DataError(f"{where}: duplicate subject {fact.x!r} (first on line {seen[fact.x]})")
         seen[fact.x] = number

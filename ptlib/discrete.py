@@ -244,7 +244,8 @@ def search(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts:
     if not train_facts or not dev_facts:
         raise ConfigError("search needs at least one train fact and one dev fact")
     generator = torch.Generator().manual_seed(config.seed)
-    allowed = allowed_tokens(lm, [f.y for f in train_facts], config.exclude_capitalised)
+    allowed = allowed_tokens(lm, [obj for f in train_facts for obj in f.accepted],
+                             config.exclude_capitalised)
     state = SearchState(lm, template, train_facts, allowed, config, generator,
                         _initial_slots(lm, template, config, allowed, generator))
     history, forwards, started = SearchHistory(), 0, time.perf_counter()

@@ -7,7 +7,7 @@ log-likelihood, exact-match P@1 under teacher forcing and the rank of the first 
 """
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,6 +32,31 @@ def _check_slots(batch: Batch, num_slots: int) -> None:
         raise TemplateError(f"the prompt has {num_slots} slots but the template has {expected}")
 
 
+def _slot_token_ids(batch: Batch, slot_ids: torch.Tensor | None) -> torch.Tensor:
+    """The batch's input ids with ``slot_ids`` (L,) or (B, L) written into the slots: (B, T)."""
+    if slot_ids is None:
+        return batch.input_ids
+    _check_slots(batch, slot_ids.shape[-1])
+    per_row = slot_ids.expand(batch.size, -1).to(batch.input_ids.device)  # (B, L)
+    slot = batch.slot_index.clamp(min=0)  # (B, T)
+    return torch.where(batch.slot_index >= 0, per_row.gather(1, slot), batch.input_ids)
+
+
+def _write_prompt(embeds: torch.Tensor, batch: Batch, prompt: torch.Tensor) -> torch.Tensor:
+    """``embeds`` (B, T, d) with the prompt (L, d) or (B, L, d) written into the slots."""
+    _check_slots(batch, prompt.shape[-2])
+    per_row = prompt.expand(batch.size, -1, -1)  # (B, L, d)
+    slot = batch.slot_index.clamp(min=0).unsqueeze(-1).expand(-1, -1, embeds.shape[-1])
+    gathered = per_row.gather(1, slot)  # (B, T, d)
+    return torch.where((batch.slot_index >= 0).unsqueeze(-1), gathered.to(embeds.dtype), embeds)
+
+
+def _require_prompt(batch: Batch, prompt, slot_ids) -> None:
+    if prompt is None and slot_ids is None and bool((batch.slot_index >= 0).any()):
+        raise TemplateError("the template has prompt slots [P] but no prompt was given: pass "
+                            "prompt= (vectors) or slot_ids= (tokens), or use a manual template")
+
+
 def input_embeddings(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
                      slot_ids: torch.Tensor | None = None) -> torch.Tensor:
     """H_0 for the batch: (B, T, d).
@@ -40,37 +65,18 @@ def input_embeddings(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
     ``prompt``: (L, d) or (B, L, d) vectors written into the slots (continuous prompts); the
     result stays differentiable with respect to it.
     """
-    ids = batch.input_ids
-    in_slot = batch.slot_index >= 0  # (B, T)
-    if prompt is None and slot_ids is None and bool(in_slot.any()):
-        raise TemplateError("the template has prompt slots [P] but no prompt was given: pass "
-                            "prompt= (vectors) or slot_ids= (tokens), or use a manual template")
-    slot = batch.slot_index.clamp(min=0)  # (B, T)
-    if slot_ids is not None:
-        _check_slots(batch, slot_ids.shape[-1])
-        per_row = slot_ids.expand(batch.size, -1).to(ids.device)  # (B, L)
-        ids = torch.where(in_slot, per_row.gather(1, slot), ids)
-    embeds = lm.model.get_input_embeddings()(ids)  # (B, T, d)
-    if prompt is None:
-        return embeds
-    _check_slots(batch, prompt.shape[-2])
-    per_row = prompt.expand(batch.size, -1, -1)  # (B, L, d)
-    gathered = per_row.gather(1, slot.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
-    return torch.where(in_slot.unsqueeze(-1), gathered.to(embeds.dtype), embeds)
+    _require_prompt(batch, prompt, slot_ids)
+    embeds = lm.model.get_input_embeddings()(_slot_token_ids(batch, slot_ids))  # (B, T, d)
+    return embeds if prompt is None else _write_prompt(embeds, batch, prompt)
 
 
-def target_logits(lm: LM, batch: Batch, embeds: torch.Tensor,
-                  precision: str = "fp32") -> torch.Tensor:
-    """Logits at the target-predicting positions only: (B, Ty, V), fp32.
-
-    One call of the model's own forward, so whatever it applies after its LM head (Gemma-2's
-    final logit soft-capping, a logit scale) is applied here too; ``logits_to_keep`` asks it for
-    the K positions some row needs instead of full (B, T, V) logits.
-    """
+def _logits_at_targets(lm: LM, batch: Batch, precision: str, **inputs) -> torch.Tensor:
+    """One call of the model's own forward on ``inputs`` (input_ids or inputs_embeds), logits
+    kept only where some row predicts a target token, gathered per row: (B, Ty, V), fp32."""
     kept = batch.target_positions.unique()  # (K,) sorted
     with autocast_context(lm.device, precision):
         logits = lm.model(
-            inputs_embeds=embeds,
+            **inputs,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             logits_to_keep=kept,
@@ -78,6 +84,42 @@ def target_logits(lm: LM, batch: Batch, embeds: torch.Tensor,
         ).logits  # (B, K, V)
     where = torch.searchsorted(kept, batch.target_positions)  # (B, Ty) index into K
     return logits.gather(1, where.unsqueeze(-1).expand(-1, -1, logits.shape[-1])).float()
+
+
+def target_logits(lm: LM, batch: Batch, embeds: torch.Tensor,
+                  precision: str = "fp32") -> torch.Tensor:
+    """Logits at the target-predicting positions only, given H_0 ``embeds`` (B, T, d):
+    (B, Ty, V), fp32.
+
+    One call of the model's own forward, so whatever it applies after its LM head (Gemma-2's
+    final logit soft-capping, a logit scale) is applied here too; ``logits_to_keep`` asks it for
+    the K positions some row needs instead of full (B, T, V) logits.
+    """
+    return _logits_at_targets(lm, batch, precision, inputs_embeds=embeds)
+
+
+def prompted_logits(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
+                    slot_ids: torch.Tensor | None = None, precision: str = "fp32"
+                    ) -> torch.Tensor:
+    """``target_logits(lm, batch, input_embeddings(lm, batch, prompt, slot_ids))`` as ONE call
+    of the model: (B, Ty, V), fp32.
+
+    The token ids go in, and a forward hook on the input embedding writes the prompt vectors
+    into the slots, so embed -> body -> head run inside the model's own call. That is what lets
+    a sharded model (FSDP) gather its embedding table, and it is the path training and
+    evaluation use everywhere.
+    """
+    _require_prompt(batch, prompt, slot_ids)
+    ids = _slot_token_ids(batch, slot_ids)
+    if prompt is None:
+        return _logits_at_targets(lm, batch, precision, input_ids=ids)
+    _check_slots(batch, prompt.shape[-2])
+    hook = lm.model.get_input_embeddings().register_forward_hook(
+        lambda _module, _args, embeds: _write_prompt(embeds, batch, prompt))
+    try:
+        return _logits_at_targets(lm, batch, precision, input_ids=ids)
+    finally:
+        hook.remove()
 
 
 @dataclass
@@ -103,8 +145,7 @@ def score(logits: torch.Tensor, batch: Batch) -> Scores:
 def batch_scores(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
                  slot_ids: torch.Tensor | None = None, precision: str = "fp32") -> Scores:
     """Forward one batch with a prompt (vectors, ids, or none for a manual template)."""
-    embeds = input_embeddings(lm, batch, prompt=prompt, slot_ids=slot_ids)
-    return score(target_logits(lm, batch, embeds, precision), batch)
+    return score(prompted_logits(lm, batch, prompt, slot_ids, precision), batch)
 
 
 def make_batch(lm: LM, template: Template, facts: list[Fact],
@@ -117,37 +158,78 @@ def make_batch(lm: LM, template: Template, facts: list[Fact],
 
 @dataclass
 class Evaluation:
-    """Metrics over a list of facts."""
+    """Metrics over a list of facts.
 
-    p_at_1: float           # fraction of facts whose whole target is the greedy argmax
-    nll: float              # mean over facts of -log P(y | x, P)
-    mean_first_rank: float  # mean rank of the first target token (1 is best)
-    exact: list[bool]       # per fact, in input order
+    ``p_at_1`` is exact match (EM): every object token is the greedy argmax under teacher
+    forcing (the course calls it P@1). EM and the first-token metrics take the best over a
+    fact's accepted objects (``Fact.accepted``: ``y`` and its alternatives); NLL is always on the
+    canonical ``y``, the object training targets.
+    """
+
+    p_at_1: float           # exact match: fraction of facts with a wholly argmax accepted object
+    nll: float              # mean over facts of -log P(y | x, P), canonical y
+    mean_first_rank: float  # mean over facts of the best first-token rank (1 is best)
+    exact: list[bool]       # per fact, in input order: exact match of some accepted object
+    first_token_p_at_1: float = float("nan")  # fraction of facts with best first-token rank 1
+    first_rank: list[int] = field(default_factory=list)  # per fact: best first-token rank
+
+    @property
+    def exact_match(self) -> float:
+        """The same number as ``p_at_1``, by its precise name."""
+        return self.p_at_1
 
     def as_dict(self) -> dict:
         return {"p_at_1": self.p_at_1, "nll": self.nll, "mean_first_rank": self.mean_first_rank}
+
+
+def _object_rows(facts: list[Fact]) -> tuple[list[Fact], torch.Tensor]:
+    """One (subject, object) row per accepted object, canonical first: (rows, (R,) fact index).
+
+    A list of facts without alternatives comes back as itself, so it costs nothing extra.
+    """
+    if not any(f.alternatives for f in facts):
+        return facts, torch.arange(len(facts))
+    rows = [Fact(f.x, obj) for f in facts for obj in f.accepted]
+    owner = [i for i, f in enumerate(facts) for _ in f.accepted]
+    return rows, torch.tensor(owner)
 
 
 @torch.no_grad()
 def evaluate(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor | None = None,
              slot_ids: torch.Tensor | None = None, batch_size: int = 32,
              precision: str = "fp32") -> Evaluation:
-    """P@1, NLL and first-token rank of a prompt over ``facts``, in batches."""
+    """Exact match (P@1), NLL and first-token rank of a prompt over ``facts``, in batches.
+
+    Each accepted object of a fact is one row, scored in the same batches as any other; the
+    per-fact exact match and first-token rank are the best over the fact's rows, the NLL that
+    of its canonical row.
+    """
     if not facts:
         raise DataError("evaluate needs at least one fact")
+    rows, owner = _object_rows(facts)
     logprob, exact, ranks = [], [], []
-    for start in range(0, len(facts), batch_size):
-        batch = make_batch(lm, template, facts[start : start + batch_size])
+    for start in range(0, len(rows), batch_size):
+        batch = make_batch(lm, template, rows[start : start + batch_size])
         scores = batch_scores(lm, batch, prompt=prompt, slot_ids=slot_ids, precision=precision)
         logprob.append(scores.logprob.cpu())
         exact.append(scores.exact.cpu())
         ranks.append(scores.first_rank.cpu())
-    logprob, exact, ranks = torch.cat(logprob), torch.cat(exact), torch.cat(ranks)
+    logprob, exact, ranks = torch.cat(logprob), torch.cat(exact), torch.cat(ranks)  # (R,)
+    if len(rows) != len(facts):  # best over each fact's rows; NLL from its first (canonical) row
+        first_row = torch.ones_like(owner, dtype=torch.bool)
+        first_row[1:] = owner[1:] != owner[:-1]
+        logprob = logprob[first_row]
+        exact = torch.zeros(len(facts), dtype=torch.bool).scatter_reduce(
+            0, owner, exact, reduce="amax")
+        ranks = torch.full((len(facts),), ranks.max().item(), dtype=ranks.dtype).scatter_reduce(
+            0, owner, ranks, reduce="amin")
     return Evaluation(
         p_at_1=exact.float().mean().item(),
         nll=-logprob.mean().item(),
         mean_first_rank=ranks.float().mean().item(),
         exact=exact.tolist(),
+        first_token_p_at_1=(ranks == 1).float().mean().item(),
+        first_rank=ranks.tolist(),
     )
 
 

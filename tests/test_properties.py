@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from ptlib import DataError, Fact, TemplateError, parse_template, read_facts
@@ -84,6 +84,9 @@ cell = st.text(st.characters(blacklist_characters=LINE_BREAKS + "\t",
                              blacklist_categories=("Cs",)), min_size=1, max_size=12)
 
 
+HEADER_WORDS = {"x", "subject"}
+
+
 def expected_outcome(pairs):
     """What read_facts should return for these (x, y) pairs, or None for a DataError."""
     facts, seen = [], set()
@@ -106,6 +109,10 @@ def test_jsonl_round_trip(folder, pairs, ascii_only):
 
 @given(pairs=st.lists(st.tuples(cell, cell), max_size=6))
 def test_tsv_round_trip(folder, pairs):
+    # A first row that reads as a header (x/y, subject/object) is skipped by design, and a
+    # leading byte-order mark is stripped: both are tested in test_data.py, not modelled here.
+    assume(not pairs or (pairs[0][0].strip().lower() not in HEADER_WORDS
+                         and not pairs[0][0].startswith("\ufeff")))
     path = folder / "round.tsv"
     path.write_text("".join(f"{x}\t{y}\n" for x, y in pairs), encoding="utf-8")
     assert load_or_data_error(path) == expected_outcome(pairs)
