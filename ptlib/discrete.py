@@ -80,7 +80,8 @@ class SearchConfig:
     exclude_capitalised: bool = option(True, "AutoPrompt's proper-noun filter on slot tokens")
     init_token: str = option(" the", "every slot starts as this token (if it is one token)")
     seed: int = option(0, "slot choice, candidates and batches")
-    precision: str = option("fp32", "fp32, or bf16 autocast of the LM", ("fp32", "bf16"))
+    precision: str = option("fp32", "fp32, or bf16 (the LM's weights cast to bf16 once)",
+                            ("fp32", "bf16"))
 
     def __post_init__(self):
         check_choices(self)

@@ -7,11 +7,12 @@ for fast unit tests. Every loader returns an ``LM``: the model frozen in eval mo
 and its device.
 """
 
+import copy
 import importlib.util
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,6 +37,19 @@ class LM:
     tokenizer: object
     device: torch.device
     name: str
+    _casts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def weights_in(self, dtype: torch.dtype) -> torch.nn.Module:
+        """The frozen model with its weights in ``dtype``: ``model`` itself when they already
+        are, else a copy cast once and kept for later calls (bf16 costs half the fp32 size)."""
+        if self.model.get_input_embeddings().weight.dtype == dtype:
+            return self.model
+        if dtype not in self._casts:
+            if any(hasattr(p, "full_tensor") for p in self.model.parameters()):
+                raise ModelError("a sharded model cannot be copied into another dtype: load "
+                                 "it in that dtype (load_lm(..., dtype=...)) before sharding")
+            self._casts[dtype] = _freeze(copy.deepcopy(self.model).to(dtype))
+        return self._casts[dtype]
 
     @property
     def embeddings(self) -> torch.Tensor:
@@ -141,8 +155,9 @@ def load_lm(name: str = DEFAULT_MODEL, device: str | torch.device = "auto",
 
     ``name`` is ``"smollm2-135m"`` (the embedded default, no network), ``"tiny"`` (a tiny
     random-init model: it knows nothing, but runs every method in seconds), a Hugging Face
-    model id, or a local folder. The weights stay in ``dtype`` (fp32 by default: bf16 autocast
-    is applied per forward by the training loop, which keeps the prompt encoder in fp32).
+    model id, or a local folder. The weights stay in ``dtype`` (fp32 by default; a run at
+    ``precision="bf16"`` uses a bf16 copy, ``LM.weights_in``, while the prompt encoder, the
+    loss and the optimizer stay fp32).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

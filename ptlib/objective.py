@@ -6,7 +6,6 @@ positions that predict target tokens, and ``score`` turns those logits into per-
 log-likelihood, exact-match P@1 under teacher forcing and the rank of the first target token.
 """
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -16,14 +15,18 @@ from ptlib.errors import ConfigError, DataError, TemplateError
 from ptlib.model import LM
 from ptlib.template import Batch, Template, build_batch
 
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-def autocast_context(device: torch.device, precision: str):
-    """bf16 autocast of the frozen LM for ``precision="bf16"``; nothing for ``"fp32"``."""
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+
+def frozen_model(lm: LM, precision: str) -> torch.nn.Module:
+    """The module that runs the frozen LM at ``precision``: fp32 is the model as loaded;
+    bf16 is a copy of its weights cast to bf16 once and kept (``LM.weights_in``), so no
+    forward re-casts 135M weights the way autocast does. Prompts, losses and optimizers stay
+    fp32 either way."""
+    if precision not in PRECISION_DTYPES:
+        raise ConfigError(f"precision must be one of {tuple(PRECISION_DTYPES)}, got "
+                          f"{precision!r}")
+    return lm.model if precision == "fp32" else lm.weights_in(PRECISION_DTYPES[precision])
 
 
 def _check_slots(batch: Batch, num_slots: int) -> None:
@@ -70,18 +73,17 @@ def input_embeddings(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
     return embeds if prompt is None else _write_prompt(embeds, batch, prompt)
 
 
-def _logits_at_targets(lm: LM, batch: Batch, precision: str, **inputs) -> torch.Tensor:
+def _logits_at_targets(model: torch.nn.Module, batch: Batch, **inputs) -> torch.Tensor:
     """One call of the model's own forward on ``inputs`` (input_ids or inputs_embeds), logits
     kept only where some row predicts a target token, gathered per row: (B, Ty, V), fp32."""
     kept = batch.target_positions.unique()  # (K,) sorted
-    with autocast_context(lm.device, precision):
-        logits = lm.model(
-            **inputs,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            logits_to_keep=kept,
-            use_cache=False,
-        ).logits  # (B, K, V)
+    logits = model(
+        **inputs,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        logits_to_keep=kept,
+        use_cache=False,
+    ).logits  # (B, K, V)
     where = torch.searchsorted(kept, batch.target_positions)  # (B, Ty) index into K
     return logits.gather(1, where.unsqueeze(-1).expand(-1, -1, logits.shape[-1])).float()
 
@@ -95,7 +97,9 @@ def target_logits(lm: LM, batch: Batch, embeds: torch.Tensor,
     final logit soft-capping, a logit scale) is applied here too; ``logits_to_keep`` asks it for
     the K positions some row needs instead of full (B, T, V) logits.
     """
-    return _logits_at_targets(lm, batch, precision, inputs_embeds=embeds)
+    model = frozen_model(lm, precision)
+    dtype = model.get_input_embeddings().weight.dtype
+    return _logits_at_targets(model, batch, inputs_embeds=embeds.to(dtype))
 
 
 def prompted_logits(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
@@ -110,14 +114,15 @@ def prompted_logits(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
     evaluation use everywhere.
     """
     _require_prompt(batch, prompt, slot_ids)
+    model = frozen_model(lm, precision)
     ids = _slot_token_ids(batch, slot_ids)
     if prompt is None:
-        return _logits_at_targets(lm, batch, precision, input_ids=ids)
+        return _logits_at_targets(model, batch, input_ids=ids)
     _check_slots(batch, prompt.shape[-2])
-    hook = lm.model.get_input_embeddings().register_forward_hook(
+    hook = model.get_input_embeddings().register_forward_hook(
         lambda _module, _args, embeds: _write_prompt(embeds, batch, prompt))
     try:
-        return _logits_at_targets(lm, batch, precision, input_ids=ids)
+        return _logits_at_targets(model, batch, input_ids=ids)
     finally:
         hook.remove()
 

@@ -54,8 +54,8 @@ class TrainConfig:
     patience: int | None = option(None, "stop after this many evaluations without a better "
                                         "dev score; none never stops early")
     seed: int = option(0, "encoder init and batch order")
-    precision: str = option("auto", "frozen LM: auto (bf16 on CUDA, fp32 elsewhere), fp32 or "
-                                    "bf16 autocast", PRECISIONS)
+    precision: str = option("auto", "frozen LM: auto (bf16 on CUDA, fp32 elsewhere), fp32, or "
+                                    "bf16 (its weights cast to bf16 once)", PRECISIONS)
     checkpoint_every: int = option(0, "steps between checkpoints when a folder is given; 0 "
                                       "saves at every evaluation")
 
@@ -139,7 +139,7 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def resolve_precision(config: TrainConfig, device: torch.device) -> str:
-    """``auto`` means bf16 autocast on CUDA and fp32 elsewhere."""
+    """``auto`` means bf16 on CUDA and fp32 elsewhere."""
     if config.precision != "auto":
         return config.precision
     return "bf16" if device.type == "cuda" else "fp32"

@@ -288,12 +288,16 @@ def test_training_and_evaluation_score_the_same_thing(tiny, facts):
     assert initial.nll == pytest.approx(result.history.dev_nll[0], abs=ATOL)
 
 
-def test_bf16_autocast_is_close_to_fp32(tiny, facts):
+def test_bf16_is_close_to_fp32_and_casts_the_weights_once(tiny, facts):
     template = parse_template("[P] {x} is")
     prompt = random_prompt(tiny, 1)
     fp32 = evaluate(tiny, template, facts, prompt=prompt, precision="fp32")
     bf16 = evaluate(tiny, template, facts, prompt=prompt, precision="bf16")
-    assert bf16.nll == pytest.approx(fp32.nll, rel=0.02)
+    assert bf16.nll == pytest.approx(fp32.nll, rel=0.02) and bf16.nll != fp32.nll
+    copy = tiny.weights_in(torch.bfloat16)
+    assert copy is tiny.weights_in(torch.bfloat16) and copy is not tiny.model
+    assert tiny.model.get_input_embeddings().weight.dtype == torch.float32  # left as it was
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in copy.parameters())
     with pytest.raises(ValueError, match="precision"):
         evaluate(tiny, template, facts, prompt=prompt, precision="fp16")
 

@@ -382,3 +382,12 @@ def test_huge_learning_rate_never_returns_a_non_finite_prompt(tiny, facts):
     else:
         assert all(math.isfinite(x) for x in result.history.loss)
         assert torch.isfinite(result.prompt).all()
+
+
+def test_bf16_training_keeps_the_encoder_and_the_loss_in_fp32(tiny, facts):
+    before = {name: p.clone() for name, p in tiny.model.named_parameters()}
+    result = run(tiny, facts, config(steps=3, precision="bf16", encoder="lstm"))
+    assert all(math.isfinite(loss) for loss in result.history.loss)
+    assert all(p.dtype == torch.float32 for p in result.encoder.parameters())
+    assert result.prompt.dtype == torch.float32
+    assert all(torch.equal(p, before[name]) for name, p in tiny.model.named_parameters())

@@ -1,0 +1,190 @@
+"""Where the time of ptlib's CPU work goes, judged against this machine's own matmul rate.
+
+Three workloads on the embedded SmolLM2 and capital_of's train facts, with the step-time
+template of ``peft_vs_ptlib.py`` (9 slots + `` {x} ->``):
+
+- ``train``: one ``ptlib.train.training_step`` of the LSTM encoder at batch 16;
+- ``eval``: one forward-only evaluation batch of 32 facts (``batch_scores`` under no_grad);
+- ``score``: AutoPrompt candidate scoring, 10 candidates (+ the current prompt) x 16 facts.
+
+Each runs in three precisions: ``fp32`` (fp32 weights), ``bf16_autocast`` (fp32 weights with
+bf16 autocast: ptlib's ``precision="bf16"``) and ``bf16_weights`` (the frozen LM cast to bf16
+once, no autocast). The contenders are timed interleaved, round by round, in one process.
+
+Reported per (workload, precision): the median seconds; the useful GFLOP/s, counting only real
+tokens (padding excluded): the transformer body's forward, 2 x params x tokens plus attention,
+the LM head at target positions, and for ``train`` the activation backward of the same size;
+the matmul GFLOP/s this machine reaches at the same matrix shapes in the same dtype, measured
+in the same run; the fraction of it the workload reaches; and the padding share. Then the top
+operators of each training step by self CPU time (torch.profiler).
+
+    .venv/bin/python bench/roofline.py            # about 5 minutes on 2 cores
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
+from ptlib import load_lm, load_task  # noqa: E402
+from ptlib.encoders import build_encoder  # noqa: E402
+from ptlib.objective import batch_scores, make_batch, score_candidates  # noqa: E402
+from ptlib.template import parse_template  # noqa: E402
+from ptlib.train import training_step  # noqa: E402
+
+TEMPLATE = "[P]" * 9 + " {x} ->"
+PRECISIONS = ("fp32", "bf16_autocast", "bf16_weights")
+SIZES = {"train": 16, "eval": 32, "score": 16}
+CANDIDATES = 10
+
+
+def body_parameters(lm) -> int:
+    return sum(p.numel() for name, p in lm.model.named_parameters()
+               if "embed" not in name and "lm_head" not in name)
+
+
+def useful_flops(lm, batch, workload: str) -> float:
+    """Model FLOPs over real tokens only: body forward (2N per token plus attention scores
+    over the row's real length), the LM head at target positions, doubled for training
+    (activation gradients; the frozen LM has no weight gradients)."""
+    config = lm.model.config
+    lengths = batch.attention_mask.sum(dim=1).double()  # (B,) real tokens per row
+    body = 2 * body_parameters(lm) * lengths.sum()
+    attention = 4 * config.hidden_size * config.num_hidden_layers * (lengths**2).sum()
+    head = 2 * config.hidden_size * config.vocab_size * batch.target_mask.sum()
+    forward = float(body + attention + head)
+    return 2 * forward if workload == "train" else forward
+
+
+def matmul_rate(lm, batch, dtype: torch.dtype, repeats: int = 5) -> float:
+    """GFLOP/s of the body's and the head's matrix multiplies at this batch's shapes: (B*T, d)
+    times each projection of one layer, and (B*Ty, d) times the head."""
+    config = lm.model.config
+    d, ff = config.hidden_size, config.intermediate_size
+    kv = config.num_key_value_heads * (d // config.num_attention_heads)
+    rows, targets = batch.input_ids.numel(), batch.target_ids.numel()
+    shapes = [(rows, d, d), (rows, d, kv), (rows, d, kv), (rows, d, d), (rows, d, ff),
+              (rows, d, ff), (rows, ff, d), (targets, d, config.vocab_size)]
+    operands = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype))
+                for m, k, n in shapes]
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for a, b in operands:
+            a @ b
+        timings.append(time.perf_counter() - started)
+    return flops / statistics.median(timings) / 1e9
+
+
+class Workloads:
+    """The three workloads, runnable in each precision against a shared set of inputs."""
+
+    def __init__(self, lm_fp32, lm_bf16, facts):
+        self.lms = {"fp32": lm_fp32, "bf16_autocast": lm_fp32, "bf16_weights": lm_bf16}
+        self.template = parse_template(TEMPLATE)
+        self.facts = facts
+        self.encoders = {}
+        for precision, lm in self.lms.items():
+            encoder = build_encoder("lstm", self.template.num_slots, lm.embeddings, seed=0)
+            self.encoders[precision] = (encoder, torch.optim.AdamW(encoder.parameters()))
+        generator = torch.Generator().manual_seed(0)
+        self.candidates = torch.randint(lm_fp32.vocab_size, (CANDIDATES + 1, 9),
+                                        generator=generator)
+
+    def rows(self, workload: str) -> list:
+        return self.facts[: SIZES[workload]]
+
+    def batch(self, workload: str, precision: str = "fp32"):
+        return make_batch(self.lms[precision], self.template, self.rows(workload))
+
+    def run(self, workload: str, precision: str) -> None:
+        lm = self.lms[precision]
+        autocast = "bf16" if precision == "bf16_autocast" else "fp32"
+        if workload == "train":
+            encoder, optimizer = self.encoders[precision]
+            training_step(lm, self.template, [self.rows("train")], encoder, optimizer,
+                          autocast)
+            return
+        with torch.no_grad():
+            batch = self.batch(workload, precision)
+            if workload == "eval":
+                prompt = self.encoders[precision][0]()
+                batch_scores(lm, batch, prompt=prompt, precision=autocast)
+            else:
+                score_candidates(lm, batch, self.candidates, precision=autocast)
+
+
+def timed(work: Workloads, rounds: int) -> dict:
+    """Median seconds of every (workload, precision), interleaved round by round."""
+    times = {(w, p): [] for w in SIZES for p in PRECISIONS}
+    for key in times:  # warm-up: first calls allocate and pick kernels
+        work.run(*key)
+    for _ in range(rounds):
+        for key in times:
+            started = time.perf_counter()
+            work.run(*key)
+            times[key].append(time.perf_counter() - started)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def top_operators(work: Workloads, precision: str, count: int = 8) -> list[dict]:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities) as prof:
+        work.run("train", precision)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3,
+             "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:count]]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    lm_fp32 = load_lm(device="cpu")
+    lm_bf16 = load_lm(device="cpu", dtype=torch.bfloat16)
+    facts = load_task("capital_of").split("train")
+    work = Workloads(lm_fp32, lm_bf16, facts)
+    seconds = timed(work, args.rounds)
+    rows = []
+    for workload in SIZES:
+        batch = work.batch(workload)
+        flops = useful_flops(lm_fp32, batch, workload)
+        if workload == "score":
+            flops *= CANDIDATES + 1
+        padding = 1 - batch.attention_mask.float().mean().item()
+        limits = {torch.float32: matmul_rate(lm_fp32, batch, torch.float32),
+                  torch.bfloat16: matmul_rate(lm_fp32, batch, torch.bfloat16)}
+        for precision in PRECISIONS:
+            limit = limits[torch.float32 if precision == "fp32" else torch.bfloat16]
+            rate = flops / seconds[workload, precision] / 1e9
+            rows.append({"workload": workload, "precision": precision,
+                         "seconds": seconds[workload, precision], "useful_gflops": rate,
+                         "matmul_gflops": limit, "fraction_of_matmul": rate / limit,
+                         "padding_share": padding,
+                         "speedup_vs_fp32": seconds[workload, "fp32"]
+                         / seconds[workload, precision]})
+            print(f"{workload:5s} {precision:13s} {seconds[workload, precision]:7.3f} s  "
+                  f"useful {rate:6.1f} GFLOP/s of matmul {limit:6.1f} "
+                  f"({rate / limit:.2f}); padding {padding:.2f}; "
+                  f"{rows[-1]['speedup_vs_fp32']:.2f}x fp32", flush=True)
+    operators = {precision: top_operators(work, precision) for precision in PRECISIONS}
+    for precision, ops in operators.items():
+        print(f"top operators, training step, {precision}:")
+        for op in ops:
+            print(f"  {op['op'][:40]:40s} {op['self_ms']:8.1f} ms  {100 * op['share']:5.1f}%")
+    write_result("roofline", {"command": "python bench/roofline.py", "template": TEMPLATE,
+                              "batch_sizes": SIZES, "candidates": CANDIDATES,
+                              "rounds": args.rounds, "rows": rows,
+                              "top_operators_train": operators})
+
+
+if __name__ == "__main__":
+    main()
