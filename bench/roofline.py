@@ -7,9 +7,11 @@ template of ``peft_vs_ptlib.py`` (9 slots + `` {x} ->``):
 - ``eval``: one forward-only evaluation batch of 32 facts (``batch_scores`` under no_grad);
 - ``score``: AutoPrompt candidate scoring, 10 candidates (+ the current prompt) x 16 facts.
 
-Each runs in three precisions: ``fp32`` (fp32 weights), ``bf16_autocast`` (fp32 weights with
-bf16 autocast: ptlib's ``precision="bf16"``) and ``bf16_weights`` (the frozen LM cast to bf16
-once, no autocast). The contenders are timed interleaved, round by round, in one process.
+Each runs in three precisions: ``fp32``; ``bf16_autocast``, fp32 weights under
+``torch.autocast`` (what ptlib's ``precision="bf16"`` did before 2026-11-30, kept here as the
+reference); and ``bf16``, ptlib's ``precision="bf16"`` now: the frozen LM's weights cast to bf16
+once (``LM.weights_in``), no autocast. The contenders are timed interleaved, round by round, in
+one process.
 
 Reported per (workload, precision): the median seconds; the useful GFLOP/s, counting only real
 tokens (padding excluded): the transformer body's forward, 2 x params x tokens plus attention,
@@ -39,7 +41,7 @@ from ptlib.template import parse_template  # noqa: E402
 from ptlib.train import training_step  # noqa: E402
 
 TEMPLATE = "[P]" * 9 + " {x} ->"
-PRECISIONS = ("fp32", "bf16_autocast", "bf16_weights")
+PRECISIONS = ("fp32", "bf16_autocast", "bf16")
 SIZES = {"train": 16, "eval": 32, "score": 16}
 CANDIDATES = 10
 
@@ -86,39 +88,44 @@ def matmul_rate(lm, batch, dtype: torch.dtype, repeats: int = 5) -> float:
 class Workloads:
     """The three workloads, runnable in each precision against a shared set of inputs."""
 
-    def __init__(self, lm_fp32, lm_bf16, facts):
-        self.lms = {"fp32": lm_fp32, "bf16_autocast": lm_fp32, "bf16_weights": lm_bf16}
+    def __init__(self, lm, facts):
+        self.lm = lm
         self.template = parse_template(TEMPLATE)
         self.facts = facts
         self.encoders = {}
-        for precision, lm in self.lms.items():
+        for precision in PRECISIONS:
             encoder = build_encoder("lstm", self.template.num_slots, lm.embeddings, seed=0)
             self.encoders[precision] = (encoder, torch.optim.AdamW(encoder.parameters()))
         generator = torch.Generator().manual_seed(0)
-        self.candidates = torch.randint(lm_fp32.vocab_size, (CANDIDATES + 1, 9),
+        self.candidates = torch.randint(lm.vocab_size, (CANDIDATES + 1, 9),
                                         generator=generator)
 
     def rows(self, workload: str) -> list:
         return self.facts[: SIZES[workload]]
 
-    def batch(self, workload: str, precision: str = "fp32"):
-        return make_batch(self.lms[precision], self.template, self.rows(workload))
+    def batch(self, workload: str):
+        return make_batch(self.lm, self.template, self.rows(workload))
 
     def run(self, workload: str, precision: str) -> None:
-        lm = self.lms[precision]
-        autocast = "bf16" if precision == "bf16_autocast" else "fp32"
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16,
+                                  enabled=precision == "bf16_autocast")
+        ptlib_precision = "bf16" if precision == "bf16" else "fp32"
+        with autocast:
+            self._run(workload, precision, ptlib_precision)
+
+    def _run(self, workload: str, precision: str, ptlib_precision: str) -> None:
         if workload == "train":
             encoder, optimizer = self.encoders[precision]
-            training_step(lm, self.template, [self.rows("train")], encoder, optimizer,
-                          autocast)
+            training_step(self.lm, self.template, [self.rows("train")], encoder, optimizer,
+                          ptlib_precision)
             return
         with torch.no_grad():
-            batch = self.batch(workload, precision)
+            batch = self.batch(workload)
             if workload == "eval":
                 prompt = self.encoders[precision][0]()
-                batch_scores(lm, batch, prompt=prompt, precision=autocast)
+                batch_scores(self.lm, batch, prompt=prompt, precision=ptlib_precision)
             else:
-                score_candidates(lm, batch, self.candidates, precision=autocast)
+                score_candidates(self.lm, batch, self.candidates, precision=ptlib_precision)
 
 
 def timed(work: Workloads, rounds: int) -> dict:
@@ -148,20 +155,18 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    lm_fp32 = load_lm(device="cpu")
-    lm_bf16 = load_lm(device="cpu", dtype=torch.bfloat16)
-    facts = load_task("capital_of").split("train")
-    work = Workloads(lm_fp32, lm_bf16, facts)
+    lm = load_lm(device="cpu")
+    work = Workloads(lm, load_task("capital_of").split("train"))
     seconds = timed(work, args.rounds)
     rows = []
     for workload in SIZES:
         batch = work.batch(workload)
-        flops = useful_flops(lm_fp32, batch, workload)
+        flops = useful_flops(lm, batch, workload)
         if workload == "score":
             flops *= CANDIDATES + 1
         padding = 1 - batch.attention_mask.float().mean().item()
-        limits = {torch.float32: matmul_rate(lm_fp32, batch, torch.float32),
-                  torch.bfloat16: matmul_rate(lm_fp32, batch, torch.bfloat16)}
+        limits = {torch.float32: matmul_rate(lm, batch, torch.float32),
+                  torch.bfloat16: matmul_rate(lm, batch, torch.bfloat16)}
         for precision in PRECISIONS:
             limit = limits[torch.float32 if precision == "fp32" else torch.bfloat16]
             rate = flops / seconds[workload, precision] / 1e9
