@@ -29,14 +29,13 @@ PRECISIONS = ("fp32", "bf16")
 TEMPLATE = "[P][P][P] {x} [P][P][P]"
 RECIPE = {"encoder": "lstm", "steps": 60, "batch_size": 8, "lr": 3e-3, "eval_every": 10}
 MARGIN = 0.05  # an EM difference smaller than this counts as no change worth a learner's notice
-RUNS = RESULTS_DIR / "bf16_accuracy.jsonl"
 
 
-def finished() -> dict:
+def finished(path: Path) -> dict:
     """Runs already in the results file, by (task, seed, precision)."""
     runs = {}
-    if RUNS.exists():
-        for line in RUNS.read_text().splitlines():
+    if path.exists():
+        for line in path.read_text().splitlines():
             try:
                 run = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by an interruption
@@ -45,9 +44,9 @@ def finished() -> dict:
     return runs
 
 
-def run_one(lm, task, seed: int, precision: str) -> dict:
+def run_one(lm, task, seed: int, precision: str, recipe: dict) -> dict:
     started = time.perf_counter()
-    config = TrainConfig(**RECIPE, seed=seed, precision=precision)
+    config = TrainConfig(**recipe, seed=seed, precision=precision)
     result = train(lm, TEMPLATE, task.split("train"), task.split("dev"), config,
                    show_progress=False)
     test = result.evaluate(lm, task.split("test"), precision=precision)
@@ -56,9 +55,9 @@ def run_one(lm, task, seed: int, precision: str) -> dict:
             "best_step": result.best_step, "seconds": time.perf_counter() - started}
 
 
-def compare(runs: dict, tasks: tuple[str, ...]) -> dict:
+def compare(runs: dict, tasks: tuple[str, ...], seeds: tuple[int, ...]) -> dict:
     """bf16 minus fp32 EM, paired on seeds and facts, over ``tasks`` (facts side by side)."""
-    matrices = {p: np.hstack([[runs[t, s, p]["test_exact"] for s in SEEDS] for t in tasks])
+    matrices = {p: np.hstack([[runs[t, s, p]["test_exact"] for s in seeds] for t in tasks])
                 for p in PRECISIONS}
     difference = stats.paired_difference(matrices["bf16"], matrices["fp32"])
     return {"tasks": list(tasks), "fp32_em": difference.mean_b, "bf16_em": difference.mean_a,
@@ -68,28 +67,35 @@ def compare(runs: dict, tasks: tuple[str, ...]) -> dict:
 
 
 def main(argv=None) -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test: one relation, two seeds, 5 steps (its own file)")
+    args = parser.parse_args(argv)
+    tasks, seeds = (TASKS[:1], SEEDS[:2]) if args.quick else (TASKS, SEEDS)
+    recipe = RECIPE | {"steps": 5, "eval_every": 5} if args.quick else RECIPE
+    path = RESULTS_DIR / ("bf16_accuracy.quick.jsonl" if args.quick else "bf16_accuracy.jsonl")
     lm = load_lm(device="cpu")
-    runs = finished()
-    for name in TASKS:
+    runs = finished(path)
+    for name in tasks:
         task = load_task(name)
-        for seed in SEEDS:
+        for seed in seeds:
             for precision in PRECISIONS:
                 if (name, seed, precision) in runs:
                     continue
-                run = run_one(lm, task, seed, precision)
+                run = run_one(lm, task, seed, precision, recipe)
                 runs[name, seed, precision] = run
-                with RUNS.open("a") as handle:
+                with path.open("a") as handle:
                     handle.write(json.dumps(run) + "\n")
                 print(f"{name} seed {seed} {precision}: EM {run['test_em']:.3f} in "
                       f"{run['seconds']:.0f} s", flush=True)
-    rows = [compare(runs, (name,)) for name in TASKS] + [compare(runs, TASKS)]
+    rows = [compare(runs, (name,), seeds) for name in tasks] + [compare(runs, tasks, seeds)]
     for row in rows:
         print(f"{'+'.join(row['tasks'])}: fp32 {row['fp32_em']:.3f}, bf16 {row['bf16_em']:.3f};"
               f" {row['verdict']}; within +-{MARGIN}: {row['within_margin']}")
     seconds = {p: sum(r["seconds"] for k, r in runs.items() if k[2] == p) for p in PRECISIONS}
     write_result("bf16_accuracy", {"command": "python bench/bf16_accuracy.py",
-                                   "template": TEMPLATE, "recipe": RECIPE, "seeds": SEEDS,
+                                   "quick": args.quick,
+                                   "template": TEMPLATE, "recipe": recipe, "seeds": seeds,
                                    "margin": MARGIN, "comparisons": rows,
                                    "seconds_per_precision": seconds})
 

@@ -154,7 +154,10 @@ def top_operators(work: Workloads, precision: str, count: int = 8) -> list[dict]
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="2 rounds (a smoke test)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds = 2
     lm = load_lm(device="cpu")
     work = Workloads(lm, load_task("capital_of").split("train"))
     seconds = timed(work, args.rounds)

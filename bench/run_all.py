@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH_DIR, RESULTS_DIR, machine_info  # noqa: E402
 
-BENCHMARKS = ("peft_vs_ptlib", "autoprompt_efficiency", "memory")
+BENCHMARKS = ("roofline", "bf16_accuracy", "peft_vs_ptlib", "autoprompt_efficiency", "memory")
 GPU_FILE = BENCH_DIR / "gpu_check_h200.json"
 REPORT = BENCH_DIR / "RESULTS.md"
 
@@ -200,6 +200,37 @@ def memory_section(data: dict) -> list[str]:
     return out + table(["case", "peak RSS (MiB)", "above model load (MiB)"], rows)
 
 
+def roofline_section(data: dict) -> list[str]:
+    out = ["## Where the CPU time goes (`bench/roofline.py`)", "",
+           f"Command: `{data['command']}`. Template `{data['template']}`, capital_of; batch "
+           f"sizes {data['batch_sizes']}, {data['candidates']} candidates; {data['rounds']} "
+           "interleaved rounds, medians. Useful GFLOP/s counts real tokens only (padding "
+           "excluded); the matmul rate is this machine's at the same shapes and dtype, "
+           "measured in the same run.", ""]
+    rows = [[r["workload"], r["precision"], f"{r['seconds']:.3f}", f"{r['useful_gflops']:.1f}",
+             f"{r['matmul_gflops']:.1f}", f"{r['fraction_of_matmul']:.2f}",
+             f"{r['padding_share']:.2f}", f"{r['speedup_vs_fp32']:.2f}"] for r in data["rows"]]
+    out += table(["workload", "precision", "median s", "useful GFLOP/s", "matmul GFLOP/s",
+                  "fraction", "padding share", "speed-up vs fp32"], rows)
+    for precision, ops in data["top_operators_train"].items():
+        out += [f"Top operators of a training step, {precision}: "
+                + ", ".join(f"{op['op']} {100 * op['share']:.0f}%" for op in ops[:5]) + ".", ""]
+    return out
+
+
+def bf16_section(data: dict) -> list[str]:
+    out = ["## bf16 against fp32 exact match (`bench/bf16_accuracy.py`)", "",
+           f"Command: `{data['command']}`. `{data['template']}`, {data['recipe']}, seeds "
+           f"{data['seeds']}; per-fact test outcomes paired on seeds and facts "
+           f"(`ptlib.stats`). Margin for \"unchanged\": the 95% interval inside "
+           f"+-{data['margin']}.", ""]
+    rows = [["+".join(r["tasks"]), f"{r['fp32_em']:.3f}", f"{r['bf16_em']:.3f}",
+             f"{r['difference']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f})",
+             "yes" if r["within_margin"] else "**no**"] for r in data["comparisons"]]
+    return out + table(["tasks", "fp32 EM", "bf16 EM", "bf16 - fp32 (95% CI)",
+                        "within margin"], rows)
+
+
 def gpu_section() -> list[str]:
     if not GPU_FILE.exists():
         return []
@@ -239,7 +270,8 @@ def render(quick: bool, runs: dict) -> str:
     lines.append("")
     goals: dict = {}
     body: list[str] = []
-    sections = {"peft_vs_ptlib": lambda d: peft_section(d, goals),
+    sections = {"roofline": roofline_section, "bf16_accuracy": bf16_section,
+                "peft_vs_ptlib": lambda d: peft_section(d, goals),
                 "autoprompt_efficiency": autoprompt_section, "memory": memory_section}
     for name in BENCHMARKS:
         data = load(name)
