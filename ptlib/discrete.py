@@ -26,7 +26,7 @@ from ptlib.errors import ConfigError
 from ptlib.model import LM
 from ptlib.objective import batch_scores, evaluate, make_batch, score_candidates
 from ptlib.options import check_choices, option
-from ptlib.progress import progress
+from ptlib.progress import end_early, progress
 from ptlib.template import SLOT, Template, encode_target, parse_template
 
 
@@ -283,6 +283,7 @@ def search(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts:
         if iteration % config.eval_every == 0:
             dev_eval(iteration)
         if config.max_forwards is not None and forwards >= config.max_forwards:
+            end_early(bar)  # the budget is spent: the search is complete, not cut short
             break
     if history.eval_iteration[-1] != history.iteration[-1]:
         dev_eval(history.iteration[-1])

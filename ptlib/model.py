@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ptlib.errors import ModelError
+from ptlib.progress import library_bars
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny"  # load_lm("tiny"): tiny_lm(), for trying the CLI and API in seconds
@@ -118,9 +119,10 @@ def _convert_embedded(target: Path) -> None:
 
     gguf = embedded_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    with library_bars():
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
     # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config.
     plain = type(gguf_model)(gguf_model.config)
     plain.load_state_dict(gguf_model.state_dict())
@@ -167,7 +169,8 @@ def load_lm(name: str = DEFAULT_MODEL, device: str | torch.device = "auto",
     source = embedded_model_dir() if name == DEFAULT_MODEL else name
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        with library_bars():
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as err:
         raise ModelError(
             f"cannot load model {name!r}: not the embedded {DEFAULT_MODEL!r}, a local folder, "

@@ -1,4 +1,5 @@
-"""Matplotlib figures for the course: each function returns a Figure with labelled axes.
+"""Matplotlib figures for the course: each function returns a Figure with a title, axes labelled
+with their units, and a legend placed outside the data (``_legend_outside``) so it hides none.
 
 Live curves during training go through ``LiveCurve``, which redraws one display handle instead
 of clearing cell output.
@@ -6,25 +7,58 @@ of clearing cell output.
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.text import Text
 
 from ptlib.analysis import PCA, PathLosses
 from ptlib.discrete import SearchHistory
 from ptlib.train import History
+
+P_AT_1 = "P@1 (fraction of facts, exact match)"
+# Marker lines that may coincide stay distinguishable by their dash pattern, not colour alone.
+LINE_STYLES = ["--", ":", "-.", (0, (6, 2, 1, 2, 1, 2))]
+# Hollow markers of different shapes: curves that lie on top of each other stay visible.
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
+
+
+def _marker(index: int) -> dict:
+    return {"marker": MARKERS[index % len(MARKERS)], "markersize": 5, "markerfacecolor": "none"}
+
+
+def _steps_axis(ax) -> None:
+    """An x axis of training steps: whole numbers only."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("training step")
+
+
+def _p_at_1_axis(ax, values, label: str) -> None:
+    """A y axis of P@1 from 0, up to 1 or a little above the largest value when all are small."""
+    top = max((float(v) for v in values), default=0.0)
+    ax.set_ylim(-0.02, min(1.02, max(0.1, 1.15 * top)))
+    ax.set_ylabel(label)
+NLL = "mean NLL of the targets (nats)"
+
+
+def _legend_outside(ax, **kwargs):
+    """A legend to the right of ``ax``, outside the plotting area, so it covers no data."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                     fontsize=8, **kwargs)
 
 
 def token_norm_histogram(norms: torch.Tensor, marks: dict[str, float] | None = None):
     """Histogram of the token-embedding norms, with vertical lines at ``marks``."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.hist(norms.numpy(), bins=80, color="tab:blue", alpha=0.8)
-    for (label, value), colour in zip((marks or {}).items(), ["tab:red", "tab:orange",
-                                                               "tab:green", "tab:purple"],
-                                      strict=False):
-        ax.axvline(value, color=colour, linestyle="--", label=f"{label} ({value:.1f})")
-    ax.set_xlabel("L2 norm of the embedding row")
+    for (label, value), colour, style in zip((marks or {}).items(),
+                                             ["tab:red", "tab:orange", "tab:green", "tab:purple"],
+                                             LINE_STYLES, strict=False):
+        ax.axvline(value, color=colour, linestyle=style, lw=1.6, label=f"{label} ({value:.1f})")
+    ax.set_xlabel("L2 norm of the vector (embedding units)")
     ax.set_ylabel("number of tokens")
     ax.set_title("How long are token embeddings?")
     if marks:
-        ax.legend()
+        _legend_outside(ax, title="vertical lines")
     fig.tight_layout()
     return fig
 
@@ -34,10 +68,10 @@ def path_plot(path: PathLosses, label_a: str, label_b: str):
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(path.alpha, path.continuous, marker="o", ms=3, label="vector anywhere on the path")
     ax.step(path.alpha, path.discrete, where="mid", label="snapped to the nearest token")
-    ax.set_xlabel(f"alpha (0 = {label_a!r}, 1 = {label_b!r})")
-    ax.set_ylabel("mean NLL of the targets")
+    ax.set_xlabel(f"alpha, position on the path (0 = {label_a!r}, 1 = {label_b!r})")
+    ax.set_ylabel(NLL)
     ax.set_title("The loss between two tokens")
-    ax.legend()
+    _legend_outside(ax)
     fig.tight_layout()
     return fig
 
@@ -47,16 +81,16 @@ def search_curves(histories: dict[str, SearchHistory]):
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for name, history in histories.items():
         ax.plot(history.forwards, history.objective, label=name)
-    ax.set_xlabel("sequence forwards spent")
-    ax.set_ylabel("mean log P(y | x, P)")
+    ax.set_xlabel("cost: sequence forwards spent (a backward counts as two)")
+    ax.set_ylabel("mean log P(y | x, P) (nats)")
     ax.set_title("Discrete search: objective against cost")
-    ax.legend()
+    _legend_outside(ax, title="search")
     fig.tight_layout()
     return fig
 
 
-def training_curves(histories: dict[str, History], smooth: int = 5):
-    """Training loss (smoothed) and dev P@1 per step, one line per run."""
+def training_curves(histories: dict[str, History], smooth: int = 5, title: str | None = None):
+    """Training loss (smoothed) and dev P@1 per step, one line per run; ``title`` above both."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
     for name, history in histories.items():
         loss = torch.tensor(history.loss)
@@ -65,16 +99,18 @@ def training_curves(histories: dict[str, History], smooth: int = 5):
             loss = torch.nn.functional.conv1d(loss.view(1, 1, -1), kernel.view(1, 1, -1)).view(-1)
         steps = history.step[len(history.step) - len(loss):]
         (line,) = left.plot(steps, loss.tolist(), label=name)
-        right.plot(history.eval_step, history.dev_p_at_1, marker="o", ms=3,
-                   color=line.get_color(), label=name)
-    left.set_xlabel("step")
-    left.set_ylabel("train loss (-log P(y|x,P))")
-    left.set_title("Training loss")
-    right.set_xlabel("step")
-    right.set_ylabel("dev P@1")
+        right.plot(history.eval_step, history.dev_p_at_1, color=line.get_color(), label=name,
+                   **_marker(len(right.lines)))
+    _steps_axis(left)
+    _steps_axis(right)
+    left.set_ylabel("train loss, -log P(y|x,P) (nats)")
+    left.set_title(f"Training loss ({smooth}-step moving mean)" if smooth > 1 else "Training loss")
+    right.set_ylabel(f"dev {P_AT_1}")
     right.set_title("Dev P@1")
     right.set_ylim(-0.02, 1.02)
-    right.legend(fontsize=8)
+    _legend_outside(right)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -84,38 +120,91 @@ def seed_spread(groups: dict[str, list[History]]):
     fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 3.2), sharey=True,
                              squeeze=False)
     for ax, (name, histories) in zip(axes[0], groups.items(), strict=True):
-        for history in histories:
-            ax.plot(history.eval_step, history.dev_p_at_1, alpha=0.8)
+        for index, history in enumerate(histories):
+            ax.plot(history.eval_step, history.dev_p_at_1, alpha=0.8, **_marker(index))
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("step")
-    axes[0][0].set_ylabel("dev P@1")
-    fig.suptitle("One line per seed")
+        _steps_axis(ax)
+    _p_at_1_axis(axes[0][0], [v for histories in groups.values() for history in histories
+                              for v in history.dev_p_at_1], f"dev {P_AT_1}")
+    fig.suptitle("Dev P@1 during training: one panel per setting, one line per seed")
     fig.tight_layout()
     return fig
 
 
+def _labels_apart(ax, points: dict[str, tuple[float, float]], size: float = 8.0):
+    """Label ``points`` (text -> data xy) beside their dots, moving a label up (joined to its dot
+    by a thin line) while it overlaps one already placed. Call once the layout is settled."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed = []  # window extents of the labels placed so far
+    for text, xy in sorted(points.items(), key=lambda item: item[1][1]):
+        ax.scatter([xy[0]], [xy[1]], color="black", s=12, zorder=4)
+        label = ax.annotate(repr(text), xy=xy, xytext=(5, 0), textcoords="offset points",
+                            fontsize=size, va="center", zorder=5,
+                            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                                  "alpha": 0.8})
+        lift = 0.0
+        while any(Text.get_window_extent(label, renderer).overlaps(box) for box in placed):
+            lift += 0.6 * size
+            label.set_position((5, lift))
+        if lift:  # redraw it with a line to its dot
+            label.remove()
+            label = ax.annotate(repr(text), xy=xy, xytext=(5, lift), textcoords="offset points",
+                                fontsize=size, va="center", zorder=5,
+                                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                                      "alpha": 0.8},
+                                arrowprops={"arrowstyle": "-", "color": "0.35", "lw": 0.6})
+        placed.append(Text.get_window_extent(label, renderer))  # the text, not its line
+
+
 def pca_picture(pca: PCA, token_points: torch.Tensor, trajectories: dict[str, list[torch.Tensor]],
                 labels: dict[str, torch.Tensor] | None = None):
-    """Tokens (grey) in the first two principal components of E, with each prompt's
-    trajectory (a line per slot, from start to end marker) and optional labelled points."""
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    grey = pca.project(token_points)
-    ax.scatter(grey[:, 0], grey[:, 1], s=2, color="lightgrey", label="tokens")
-    for name, frames in trajectories.items():
-        path = torch.stack([pca.project(frame) for frame in frames])  # (steps, L, 2)
+    """Tokens (grey) in the first two principal components of E, with each prompt vector's
+    training trajectory (one colour per slot, from a circle at the start to a cross at the end)
+    and optional labelled tokens.
+
+    Left: the whole token cloud. Right: a zoom on the box the trajectories span, where their
+    movement is visible. Labels that would overlap are moved apart, joined to their dots.
+    """
+    fig, (whole, zoom) = plt.subplots(1, 2, figsize=(13, 5.2),
+                                      layout="constrained")
+    grey = pca.project(token_points)  # (N, 2)
+    paths = {name: torch.stack([pca.project(frame) for frame in frames])  # (steps, L, 2)
+             for name, frames in trajectories.items()}
+    for ax in (whole, zoom):
+        ax.scatter(grey[:, 0], grey[:, 1], s=2, color="lightgrey", label="tokens (a sample)",
+                   zorder=1)
+    for number, (name, path) in enumerate(paths.items()):
+        style = ["-", "--", ":", "-."][number % 4]
         for slot in range(path.shape[1]):
-            (line,) = ax.plot(path[:, slot, 0], path[:, slot, 1], alpha=0.7,
-                              label=name if slot == 0 else None)
-            ax.scatter(path[-1, slot, 0], path[-1, slot, 1], color=line.get_color(), marker="x")
-    for text, point in (labels or {}).items():
-        xy = pca.project(point.view(1, -1))[0]
-        ax.annotate(text, xy.tolist(), fontsize=8)
-        ax.scatter([xy[0]], [xy[1]], color="black", s=10)
-    ax.set_xlabel("PC 1 of E")
-    ax.set_ylabel("PC 2 of E")
-    ax.set_title("Prompt vectors among the tokens (x: end of training)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+            colour = f"C{slot % 10}"
+            tag = f"{name}, slot {slot + 1}" if len(paths) > 1 else f"slot {slot + 1}"
+            for ax in (whole, zoom):
+                ax.plot(path[:, slot, 0], path[:, slot, 1], color=colour, linestyle=style,
+                        lw=1.6, zorder=3, label=tag if ax is zoom else None)
+                ax.scatter(path[0, slot, 0], path[0, slot, 1], marker="o", s=26,
+                           facecolors="none", edgecolors=colour, zorder=3)
+                ax.scatter(path[-1, slot, 0], path[-1, slot, 1], color=colour, marker="x",
+                           s=40, zorder=3)
+    points = torch.cat([path.reshape(-1, 2) for path in paths.values()])  # every frame, (S, 2)
+    low, high = points.min(dim=0).values, points.max(dim=0).values
+    margin = ((high - low).max() * 0.15).clamp(min=1e-3)
+    zoom.set_xlim(float(low[0] - margin), float(high[0] + margin))
+    zoom.set_ylim(float(low[1] - margin), float(high[1] + margin))
+    whole.indicate_inset_zoom(zoom, edgecolor="black")
+    projected = {text: tuple(pca.project(point.view(1, -1))[0].tolist())
+                 for text, point in (labels or {}).items()}
+    fig.canvas.draw()  # settle the layout, so labels are spaced in their final coordinates
+    _labels_apart(whole, projected)
+    _labels_apart(zoom, {text: xy for text, xy in projected.items()
+                         if low[0] - margin <= xy[0] <= high[0] + margin
+                         and low[1] - margin <= xy[1] <= high[1] + margin})
+    for ax in (whole, zoom):
+        ax.set_xlabel("PC 1 of E (embedding units)")
+        ax.set_ylabel("PC 2 of E (embedding units)")
+    whole.set_title("All tokens; the box is the zoom on the right", fontsize=10)
+    zoom.set_title("Zoom: each slot from o (start) to x (end of training)", fontsize=10)
+    _legend_outside(zoom)
+    fig.suptitle("Prompt vectors among the tokens, in the first two principal components of E")
     return fig
 
 
@@ -127,7 +216,8 @@ def results_bars(rows: list[dict], value: str = "mean", error: str = "sd",
     heights = [row[value] for row in rows]
     errors = [row.get(error, 0.0) for row in rows]
     ax.bar(names, heights, yerr=errors, capsize=4, color="tab:blue", alpha=0.8)
-    ax.set_ylabel("P@1")
+    ax.set_xlabel("method")
+    ax.set_ylabel(P_AT_1)
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
@@ -136,9 +226,13 @@ def results_bars(rows: list[dict], value: str = "mean", error: str = "sd",
 
 class LiveCurve:
     """A dev-P@1 curve that redraws in place while training runs (pass ``update`` as
-    ``on_eval``). Outside a notebook, or with ``enabled=False``, it does nothing."""
+    ``on_eval``). Outside a notebook, or with ``enabled=False``, it does nothing.
 
-    def __init__(self, title: str, enabled: bool = True):
+    The axes are drawn once (title, labels, limits); ``update`` only moves the line's data, so
+    nothing set up here is lost between redraws.
+    """
+
+    def __init__(self, title: str, enabled: bool = True, steps: int | None = None):
         self.enabled = enabled
         self.handle = None
         if enabled:
@@ -146,17 +240,22 @@ class LiveCurve:
 
             self.fig, self.ax = plt.subplots(figsize=(6, 3))
             self.ax.set_title(title)
+            self.ax.set_xlabel("training step")
+            self.ax.set_ylabel(f"dev {P_AT_1}")
+            self.ax.set_ylim(-0.02, 1.02)
+            if steps:
+                self.ax.set_xlim(0, steps)
+            (self.line,) = self.ax.plot([], [], marker="o", color="tab:blue")
+            self.fig.tight_layout()
             self.handle = display(self.fig, display_id=True)
             plt.close(self.fig)
 
     def update(self, history: History) -> None:
         if not self.enabled or self.handle is None:
             return
-        self.ax.clear()
-        self.ax.plot(history.eval_step, history.dev_p_at_1, marker="o")
-        self.ax.set_xlabel("step")
-        self.ax.set_ylabel("dev P@1")
-        self.ax.set_ylim(-0.02, 1.02)
+        self.line.set_data(history.eval_step, history.dev_p_at_1)
+        if history.eval_step and max(history.eval_step) > self.ax.get_xlim()[1]:
+            self.ax.set_xlim(0, max(history.eval_step) * 1.05)
         self.handle.update(self.fig)
 
 
@@ -177,9 +276,9 @@ def template_bars(rows_by_task: dict[str, list[dict]], baselines: dict[str, floa
     ax.set_xticks(range(len(rows_by_task)))
     ax.set_xticklabels(list(rows_by_task), rotation=20)
     ax.set_xlabel("task")
-    ax.set_ylabel("P@1" if value == "p_at_1" else value)
+    ax.set_ylabel(P_AT_1 if value == "p_at_1" else value)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     fig.tight_layout()
     return fig
 
@@ -201,7 +300,7 @@ def search_space_plot(vocab_size: int, max_length: int = 20,
     ax.set_xlabel("prompt length L (tokens)")
     ax.set_ylabel("log10(number of prompts)")
     ax.set_title("The discrete search space grows as |V|^L")
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     fig.tight_layout()
     return fig
 
@@ -216,20 +315,21 @@ def distance_to_vocab_histogram(gaps: torch.Tensor, distances: dict[str, torch.T
     """
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.hist(gaps.numpy(), bins=60, color="lightgrey", label="token to nearest other token")
-    for (name, values), colour in zip(distances.items(), ["tab:blue", "tab:red", "tab:green",
-                                                           "tab:purple"], strict=False):
+    for (name, values), colour, style in zip(distances.items(), ["tab:blue", "tab:red",
+                                                                  "tab:green", "tab:purple"],
+                                             LINE_STYLES, strict=False):
         for index, value in enumerate(values.tolist()):
-            ax.axvline(value, color=colour, linestyle="--", alpha=0.8,
+            ax.axvline(value, color=colour, linestyle=style, alpha=0.8,
                        label=f"{name} (one line per vector)" if index == 0 else None)
-    ax.set_xlabel("L2 distance to the nearest token")
+    ax.set_xlabel("L2 distance to the nearest token (embedding units)")
     ax.set_ylabel("number of sampled tokens")
     ax.set_title("Prompt vectors against the token-to-token gap")
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     fig.tight_layout()
     return fig
 
 
-def lr_sensitivity(values: dict[str, dict[float, list[float]]], ylabel: str = "test P@1",
+def lr_sensitivity(values: dict[str, dict[float, list[float]]], ylabel: str = f"test {P_AT_1}",
                    title: str = "Sensitivity to the learning rate"):
     """One line per group (e.g. init) of the mean of ``values[group][lr]`` (one value per seed)
     against the learning rate (log axis), with each seed's value as a dot."""
@@ -237,14 +337,22 @@ def lr_sensitivity(values: dict[str, dict[float, list[float]]], ylabel: str = "t
     for index, (name, by_lr) in enumerate(values.items()):
         rates = sorted(by_lr)
         means = [sum(by_lr[r]) / len(by_lr[r]) for r in rates]
-        ax.plot(rates, means, marker="o", color=f"C{index}", label=f"{name} (mean)")
-        for rate in rates:
-            ax.scatter([rate] * len(by_lr[rate]), by_lr[rate], color=f"C{index}", alpha=0.4, s=14)
+        counts = sorted({len(by_lr[r]) for r in rates})
+        seeds = " or ".join(str(n) for n in counts)
+        several = max(counts) > 1
+        line = (f"{name} (mean of {seeds} seeds)" if several
+                else f"{name} (one seed per rate)")
+        ax.plot(rates, means, color=f"C{index}", label=line, **_marker(index))
+        if several:
+            for rate in rates:
+                ax.scatter([rate] * len(by_lr[rate]), by_lr[rate], color=f"C{index}", alpha=0.4,
+                           s=14, label=f"{name}: one seed" if rate == rates[0] else None)
     ax.set_xscale("log")
     ax.set_xlabel("AdamW learning rate (log scale)")
-    ax.set_ylabel(ylabel)
+    _p_at_1_axis(ax, [v for by_lr in values.values() for runs in by_lr.values() for v in runs],
+                 ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     fig.tight_layout()
     return fig
 
@@ -255,36 +363,55 @@ def prompt_norm_curves(groups: dict[str, list[History]], token_norm: float | Non
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     for index, (name, histories) in enumerate(groups.items()):
         for run, history in enumerate(histories):
-            ax.plot(history.step, history.prompt_norm, color=f"C{index}", alpha=0.8,
-                    label=name if run == 0 else None)
-    if token_norm is not None:
-        ax.axhline(token_norm, color="black", linestyle="--",
+            ax.plot(history.step, history.prompt_norm, color=f"C{index}", alpha=0.8, lw=1.8,
+                    zorder=3, label=name if run == 0 else None)
+    if token_norm is not None:  # under the curves: a curve at the token norm stays visible
+        ax.axhline(token_norm, color="black", linestyle=":", lw=1.2, zorder=2,
                    label=f"mean token norm ({token_norm:.1f})")
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean L2 norm of the prompt vectors")
-    ax.set_title("Prompt norm during training")
-    ax.legend(fontsize=8)
+    _steps_axis(ax)
+    ax.set_ylabel("mean L2 norm of the L vectors\n(embedding units, log scale)")
+    ax.set_title("Prompt norm during training (one line per seed)")
+    _legend_outside(ax)
     fig.tight_layout()
     return fig
 
 
-def coupling_heatmaps(matrices: dict[str, torch.Tensor]):
-    """One panel per encoder: the (L, L) matrix of ||d theta_i / d s_j|| from
-    ``analysis.position_coupling``, each panel scaled to its own maximum."""
-    fig, axes = plt.subplots(1, len(matrices), figsize=(3.4 * len(matrices), 3.2),
-                             squeeze=False)
-    for ax, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
-        shown = matrix / matrix.max().clamp(min=1e-12)
-        image = ax.imshow(shown.numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("input row j (seed position)")
-        ax.set_ylabel("output vector i")
-        ticks = list(range(matrix.shape[0]))
-        ax.set_xticks(ticks)
-        ax.set_yticks(ticks)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="||d theta_i / d s_j|| / max")
-    fig.suptitle("Which outputs depend on which inputs")
+def coupling_heatmaps(matrices: dict[str, torch.Tensor],
+                      updates: dict[str, torch.Tensor] | None = None):
+    """Heatmaps of how prompt positions depend on each other, one column per encoder, each
+    panel scaled to its own maximum (so the colour reads 0 to 1 of that panel's largest entry).
+
+    Top row, ``matrices``: the (L, L) function Jacobian norms ||d theta_i / d s_j|| from
+    ``analysis.position_coupling``. Bottom row (optional), ``updates``: the (L, L) update
+    coupling J J^T from ``analysis.update_coupling``, how far a step aimed at slot j moves slot i.
+    """
+    rows = [(r"function: $\Vert(\partial\theta_i/\partial s_j)\,u_j\Vert$",
+             "input row j (seed $s_j$)", r"output vector $\theta_i$", matrices)]
+    if updates:
+        rows.append((r"update step: $\Vert J_i J_j^\top u_j\Vert$", "slot j the step aims at",
+                     "slot i that moves", updates))
+    columns = max(len(panels) for *_, panels in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(3.1 * columns + 1.2, 3.0 * len(rows)),
+                             squeeze=False, layout="constrained")
+    image = None
+    for row, (what, xlabel, ylabel, panels) in enumerate(rows):
+        for column, (name, matrix) in enumerate(panels.items()):
+            ax = axes[row][column]
+            shown = matrix / matrix.max().clamp(min=1e-12)
+            image = ax.imshow(shown.numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+            ax.set_title(f"{name}\n{what}", fontsize=9)
+            ticks = list(range(matrix.shape[0]))
+            ax.set_xticks(ticks, [str(t + 1) for t in ticks], fontsize=8)
+            ax.set_yticks(ticks, [str(t + 1) for t in ticks], fontsize=8)
+            ax.set_xlabel(xlabel, fontsize=8)
+            if column == 0:
+                ax.set_ylabel(ylabel, fontsize=8)
+        for column in range(len(panels), columns):
+            axes[row][column].set_visible(False)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8,
+                 label="entry / the panel's largest entry (0 to 1)")
+    fig.suptitle("Which prompt positions depend on which (positions numbered 1 to L)")
     return fig
 
 
@@ -306,9 +433,9 @@ def grouped_results_bars(rows: list[dict], group: str = "task", series: str = "m
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups)
     ax.set_xlabel(group)
-    ax.set_ylabel("P@1")
+    ax.set_ylabel(P_AT_1)
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+    _legend_outside(ax, title=series)
     fig.tight_layout()
     return fig

@@ -19,6 +19,14 @@ def reports_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "reports"
 
 
+def figure_title(fig) -> str:
+    """The figure's title: its suptitle, else its axes' titles joined (the index's caption)."""
+    suptitle = fig.get_suptitle() if hasattr(fig, "get_suptitle") else ""  # matplotlib >= 3.8
+    if suptitle:
+        return suptitle
+    return "; ".join(ax.get_title() for ax in fig.axes if ax.get_title())
+
+
 class Recorder:
     """Collects one notebook's key figures and metrics; ``save()`` writes the metrics JSON."""
 
@@ -26,6 +34,7 @@ class Recorder:
         self.notebook = notebook
         self.metrics: dict = {}
         self.figures: list[str] = []
+        self.titles: dict[str, str] = {}
 
     def figure(self, fig, name: str):
         """Save ``fig`` as a key figure of this notebook and return it (for display)."""
@@ -34,6 +43,7 @@ class Recorder:
         filename = f"{self.notebook}-{name}.png"
         fig.savefig(folder / filename, dpi=110, bbox_inches="tight")
         self.figures.append(filename)
+        self.titles[filename] = figure_title(fig) or name
         return fig
 
     def record(self, **values) -> None:
@@ -45,6 +55,7 @@ class Recorder:
         folder = reports_dir() / "metrics"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.notebook}.json"
-        payload = {"notebook": self.notebook, "metrics": self.metrics, "figures": self.figures}
+        payload = {"notebook": self.notebook, "metrics": self.metrics, "figures": self.figures,
+                   "figure_titles": self.titles}
         path.write_text(json.dumps(payload, indent=2, default=float))
         return path

@@ -24,7 +24,7 @@ from ptlib.errors import ConfigError, TrainingError
 from ptlib.model import LM
 from ptlib.objective import Evaluation, batch_scores, evaluate, make_batch
 from ptlib.options import check_choices, option
-from ptlib.progress import progress
+from ptlib.progress import end_early, progress
 from ptlib.template import Template, parse_template
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -136,6 +136,12 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     if config.schedule == "cosine":
         return config.lr * 0.5 * (1.0 + math.cos(math.pi * done))
     return config.lr
+
+
+def default_label(config: TrainConfig) -> str:
+    """A progress label that tells runs apart: ``train free (normal), seed 2``."""
+    init = f" ({config.init})" if config.encoder == "free" else ""
+    return f"train {config.encoder}{init}, seed {config.seed}"
 
 
 def resolve_precision(config: TrainConfig, device: torch.device) -> str:
@@ -261,8 +267,8 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
     every ``checkpoint_every`` steps) and ``resume=True`` continues from the last save; a
     finished run resumed with more ``steps`` is extended. ``on_eval`` is called with the history
     after each dev evaluation (live plots). ``progress_label`` names the progress bar (default
-    ``train <encoder>``). ``initial_prompt`` (L, d) starts free vectors from given values, e.g.
-    a prompt imported from a PEFT adapter.
+    ``train <encoder> (<init>), seed <seed>``). ``initial_prompt`` (L, d) starts free vectors
+    from given values, e.g. a prompt imported from a PEFT adapter.
     """
     config = config or TrainConfig()
     template = parse_template(getattr(template, "text", template), require_slots=True)
@@ -310,7 +316,7 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
         evaluate_dev()
     run.encoder.train()
     bar = progress(total=config.steps, initial=run.step,
-                   desc=progress_label or f"train {config.encoder}",
+                   desc=progress_label or default_label(config),
                    disable=not (show_progress and ranks.is_main))
     while run.step < config.steps:
         loss, grad_norm = _optimizer_step(lm, template, train_facts, config, run, precision)
@@ -328,6 +334,7 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
         if config.checkpoint_every and run.step % config.checkpoint_every == 0:
             save()
         if stop:
+            end_early(bar)  # patience ran out: the run is complete, not cut short
             break
     bar.close()
     save()
