@@ -8,6 +8,7 @@ and its device.
 """
 
 import copy
+import functools
 import importlib.util
 import os
 import shutil
@@ -89,6 +90,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ModelError(f"device {device!r} was asked for but MPS is not available here")
     return resolved
+
+
+@functools.cache
+def native_bf16(device_type: str) -> bool:
+    """True where bf16 matrix multiplies run natively: CUDA, and CPUs with AVX512-BF16 or AMX
+    (read from /proc/cpuinfo; False where it cannot be read)."""
+    if device_type == "cuda":
+        return True
+    if device_type != "cpu":
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines()
+                      if line.startswith("flags")), []))
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def cache_root() -> Path:

@@ -61,9 +61,12 @@ def test_default_config_is_valid_and_serialisable():
     assert TrainConfig(**cfg.as_dict()) == cfg
 
 
-def test_resolve_precision():
-    assert resolve_precision(TrainConfig(), torch.device("cpu")) == "fp32"
+def test_resolve_precision(monkeypatch):
     assert resolve_precision(TrainConfig(), torch.device("cuda")) == "bf16"
+    assert resolve_precision(TrainConfig(), torch.device("mps")) == "fp32"
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(train_module, "native_bf16", lambda kind, native=native: native)
+        assert resolve_precision(TrainConfig(), torch.device("cpu")) == expected
     assert resolve_precision(TrainConfig(precision="bf16"), torch.device("cpu")) == "bf16"
     assert resolve_precision(TrainConfig(precision="fp32"), torch.device("cuda")) == "fp32"
 
