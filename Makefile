@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup course test test-lib test-notebooks fuzz lint bench gpu-check clean
+.PHONY: setup course test test-lib test-notebooks fuzz lint bench gpu-check clean ui-test study
 
 setup: $(STAMP)
 
@@ -40,6 +40,34 @@ test-notebooks: setup
 # found here becomes an @example on its test (tests/test_properties.py).
 fuzz: setup
 	PTLIB_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/test_properties.py
+
+# The widgets in a real browser: JupyterLab on localhost, tests/ui/widgets_ui.ipynb run in
+# headless Debian Chromium driven by Playwright (no browser download). Installs the `ui` extra
+# and, when /usr/bin/chromium is missing, Debian's chromium (as root, or through sudo; without
+# its recommends, which pull in printing, udev and a systemd upgrade).
+# Screenshots and timings land in reports/ui/. PTLIB_CHROMIUM=/path uses another Chromium.
+ui-test: setup
+	$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install -q -e '.[ui]'
+	@if [ -z "$$PTLIB_CHROMIUM" ] && [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null; then sudo=sudo; \
+	  else echo "ui-test: /usr/bin/chromium is missing; as root: apt-get install chromium" >&2; \
+	    exit 1; fi; \
+	  echo "ui-test: installing Debian's chromium with apt-get"; \
+	  pkgs="--no-install-recommends chromium fonts-liberation"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkgs || \
+	  { $$sudo apt-get update -q && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkgs; } || exit 1; \
+	fi
+	PTLIB_UI=1 $(PY) -m pytest -q -p no:cacheprovider tests/ui
+
+# The course's study (issue 15): every (relation, method, seed) run of studies/course_study.json
+# that studies/course_study.jsonl lacks, one JSON line each; stop it any time and rerun to resume.
+# Hours of CPU in all: grow it a few runs at a time with STUDY="--limit 5" or
+# STUDY="--only relation=antonym --only seed=0,1"; STUDY=--plan lists what is left,
+# STUDY=--summary prints the relation x method table.
+study: setup
+	$(PY) -m ptlib.study studies/course_study.json $(STUDY)
 
 lint: setup
 	$(VENV)/bin/ruff check ptlib tests bench notebooks

@@ -39,7 +39,7 @@ __all__ = [
 
 # Submodules imported on first attribute access (``ptlib.plots.search_curves``), so that
 # ``import ptlib`` stays light for engineers and the CLI.
-_ON_FIRST_USE = ("analysis", "course", "exercises", "plots", "report", "stats", "sweep",
+_ON_FIRST_USE = ("analysis", "course", "exercises", "plots", "report", "stats", "study", "sweep",
                  "widgets")
 
 

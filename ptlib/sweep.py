@@ -1,16 +1,30 @@
 """Many runs of one recipe: several seeds (or learning rates, inits), and their statistics.
 
 ``run_seeds`` trains the same config under each seed and evaluates each best-on-dev prompt on
-the test facts; ``summarise`` gives mean, sd, min and max; ``steps_to_fraction`` measures
-convergence speed from a run's dev curve.
+the test facts, keeping every fact's outcome; ``summarise`` gives mean, sd, min and max;
+``steps_to_fraction`` measures convergence speed from a run's dev curve.
+
+Verdicts between two settings come from ``ptlib.stats`` and nowhere else: ``compare`` pairs two
+settings' per-seed, per-fact test outcomes (exact match, EM) and returns ``stats.verdict`` of
+the difference in mean EM or, with ``spread=True``, of the ratio of seed standard deviations
+("steadier"). ``outcomes_at`` gives the outcomes of the prompt each run held at an earlier
+evaluation (faster convergence is a higher EM there), ``fixed_outcomes`` repeats a
+deterministic baseline's outcomes once per seed, and ``best_manual`` picks a task's manual
+template on dev and scores it on test.
 """
 
 import dataclasses
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ptlib.data import Fact
+import numpy as np
+
+from ptlib import stats
+from ptlib.data import Fact, Task
+from ptlib.errors import ConfigError
 from ptlib.model import LM
+from ptlib.objective import Evaluation, evaluate
+from ptlib.template import parse_template
 from ptlib.train import TrainConfig, TrainResult, train
 
 
@@ -46,8 +60,9 @@ class SeedRun:
 
     seed: int
     result: TrainResult
-    test_p_at_1: float
+    test_p_at_1: float  # exact match (EM) of the best-on-dev prompt on the test facts
     test_nll: float
+    test_exact: list[bool] = field(default_factory=list)  # per test fact, in order: EM hit
 
 
 def run_seeds(lm: LM, template: str, train_facts: list[Fact], dev_facts: list[Fact],
@@ -59,7 +74,7 @@ def run_seeds(lm: LM, template: str, train_facts: list[Fact], dev_facts: list[Fa
         seeded = dataclasses.replace(config, seed=seed)
         result = train(lm, template, train_facts, dev_facts, seeded, show_progress=show_progress)
         test = result.evaluate(lm, test_facts)
-        runs.append(SeedRun(seed, result, test.p_at_1, test.nll))
+        runs.append(SeedRun(seed, result, test.p_at_1, test.nll, list(test.exact)))
     return runs
 
 
@@ -122,7 +137,7 @@ def format_run_table(rows: dict[str, dict], label: str = "setting") -> str:
         return ",".join("-" if value is None else str(value) for value in values)
 
     width = max(len(label), *(len(name) for name in rows))
-    lines = [f"{label:{width}s} | test P@1 mean    sd   min   max | best dev | steps to target:"
+    lines = [f"{label:{width}s} | test EM  mean    sd   min   max | best dev | steps to target:"
              f" own best / common | prompt norm start   end  moved"]
     for name, row in rows.items():
         lines.append(
@@ -131,3 +146,94 @@ def format_run_table(rows: dict[str, dict], label: str = "setting") -> str:
             f" / {steps(row['common_reach']):<8s}|             {row['init_norm']:5.1f}"
             f" {row['final_norm']:5.1f} {row['moved']:6.1%}")
     return "\n".join(lines)
+
+
+# ---- verdicts: every comparison goes through ptlib.stats ----
+
+Runs = list[SeedRun] | stats.Outcomes  # seed runs, or an (S, F) outcome matrix
+
+
+def outcomes(runs: list[SeedRun]) -> np.ndarray:
+    """The (S, F) matrix of per-fact test outcomes (1.0 an exact match, 0.0 a miss), one row
+    per seed in the runs' order."""
+    missing = [run.seed for run in runs if not run.test_exact]
+    if missing:
+        raise ConfigError(f"seed runs {missing} carry no per-fact test outcomes (test_exact): "
+                          "make them with run_seeds")
+    return np.array([run.test_exact for run in runs], dtype=float)
+
+
+def fixed_outcomes(exact: list[bool], seeds: list[int] | int) -> np.ndarray:
+    """A deterministic method's per-fact outcomes (F,), repeated once per seed: (S, F).
+
+    A manual template scores the same under every seed, so against S seed runs it is S equal
+    rows: pairing by fact still holds, and its seed spread is 0."""
+    count = seeds if isinstance(seeds, int) else len(seeds)
+    return np.tile(np.asarray(exact, dtype=float), (count, 1))
+
+
+def outcomes_at(lm: LM, runs: list[SeedRun], facts: list[Fact], step: int) -> np.ndarray:
+    """Per-fact outcomes on ``facts`` of the prompt each run held at evaluation step ``step``
+    (from its trajectory), not its best-on-dev prompt: (S, F). A higher EM at an early step is
+    faster convergence, measured on the same facts and seeds for every method."""
+    rows = []
+    for run in runs:
+        steps = run.result.history.eval_step
+        if step not in steps:
+            raise ConfigError(f"step {step} is not an evaluation step of seed {run.seed}'s run "
+                              f"(evaluated at {steps})")
+        prompt = run.result.trajectory[steps.index(step)]  # (L, d)
+        result = evaluate(lm, parse_template(run.result.template), facts,
+                          prompt=prompt.to(lm.device))
+        rows.append(result.exact)
+    return np.array(rows, dtype=float)
+
+
+def midpoint_step(runs: list[SeedRun]) -> int:
+    """The evaluation step nearest half of the runs' step budget (shared by all the runs)."""
+    shared = set.intersection(*(set(run.result.history.eval_step) for run in runs))
+    half = runs[0].result.config.steps / 2
+    return min(sorted(shared), key=lambda step: (abs(step - half), step))
+
+
+def _matrix(runs: Runs, name: str) -> tuple[np.ndarray, list[int] | None]:
+    if isinstance(runs, list) and runs and isinstance(runs[0], SeedRun):
+        return outcomes(runs), [run.seed for run in runs]
+    return np.asarray(runs, dtype=float), None
+
+
+def compare(a: Runs, b: Runs, name_a: str, name_b: str, *, spread: bool = False,
+            unit: str = "EM") -> stats.Verdict:
+    """``stats.verdict`` on two settings scored on the same test facts under the same seeds.
+
+    ``a`` and ``b`` are lists of ``SeedRun`` (their seeds must match, in order) or (S, F)
+    outcome matrices. By default the verdict is on the difference in mean EM
+    (``stats.paired_difference``); with ``spread=True`` on the ratio of seed standard
+    deviations (``stats.sd_ratio``: which is steadier). With a single seed no interval can be
+    had: the verdict says so and gives the two means.
+    """
+    (matrix_a, seeds_a), (matrix_b, seeds_b) = _matrix(a, name_a), _matrix(b, name_b)
+    if seeds_a is not None and seeds_b is not None and seeds_a != seeds_b:
+        raise ConfigError(f"{name_a} ran seeds {seeds_a} but {name_b} ran {seeds_b}: a paired "
+                          "verdict needs the same seeds")
+    if matrix_a.ndim == 2 and matrix_a.shape == matrix_b.shape and matrix_a.shape[0] == 1:
+        label = "no verdict from one seed"
+        return stats.Verdict(label, f"{label}: {name_a} {matrix_a.mean():.3f} {unit} vs "
+                             f"{name_b} {matrix_b.mean():.3f} {unit} on {matrix_a.shape[1]} "
+                             "facts; an interval needs at least 2 seeds", None)
+    if spread:
+        return stats.verdict(stats.sd_ratio(matrix_a, matrix_b), name_a, name_b)
+    return stats.verdict(stats.paired_difference(matrix_a, matrix_b), name_a, name_b,
+                         unit=unit)
+
+
+def best_manual(lm: LM, task: Task, choose_on: str = "dev", score_on: str = "test"
+                ) -> tuple[str, Evaluation]:
+    """The task's manual template with the best EM on ``choose_on`` (ties: lower NLL, then
+    file order), and its evaluation on ``score_on``. Choosing on dev keeps the test facts for
+    the verdict: the best template on test is an optimistic bound, not a method."""
+    choose = task.split(choose_on)
+    scored = [(evaluate(lm, parse_template(text), choose), index, text)
+              for index, text in enumerate(task.templates)]
+    _, _, text = min(scored, key=lambda row: (-row[0].p_at_1, row[0].nll, row[1]))
+    return text, evaluate(lm, parse_template(text), task.split(score_on))

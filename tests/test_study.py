@@ -1,0 +1,243 @@
+"""The resumable study runner (ptlib.study) on the tiny model: a study interrupted by a limit, a
+crash mid-write and an exception resumes to the same results file as an uninterrupted one."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ptlib import stats, study
+from ptlib.errors import ConfigError, DataError
+
+TINY_STUDY = {
+    "name": "tiny_study",
+    "model": "tiny",
+    "template": "[P] {x} [P]",
+    "results": "results.jsonl",
+    "train": {"steps": 2, "batch_size": 4, "eval_every": 1},
+    "search": {"num_candidates": 3, "batch_size": 4, "eval_every": 1},
+    "arms": [
+        {"name": "main", "relations": ["capital_of"],
+         "methods": ["manual", "autoprompt", "free_normal", "lstm"], "seeds": [0, 1]},
+        {"name": "lr_grid", "relations": ["capital_of"], "methods": ["free_normal"],
+         "seeds": [0, 1], "lr": [0.003, 0.03]},
+    ],
+}
+RUNS = 1 + 3 * 2 + 2  # manual once; 3 seeded methods x 2 seeds; lr 0.03 x 2 (0.003 is shared)
+
+
+def write_config(folder, **changes):
+    path = folder / "study.json"
+    path.write_text(json.dumps(TINY_STUDY | changes))
+    return study.StudyConfig.from_file(path)
+
+
+def without_wall_time(records):
+    return [{k: v for k, v in record.items() if k != "wall_seconds"} for record in records]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The tiny study run in one go, loading the model by name (ptlib.load_lm("tiny"))."""
+    config = write_config(tmp_path_factory.mktemp("whole"))
+    new = study.run_study(config, log=None)
+    return config, study.read_results(config.results), new
+
+
+def test_plan_expands_dedupes_and_orders_the_grid(tmp_path):
+    config = write_config(tmp_path)
+    specs = study.plan(config)
+    assert len(specs) == RUNS
+    assert specs[0].label == "capital_of manual" and specs[0].seed is None
+    assert [s.seed for s in specs[1:]] == sorted(s.seed for s in specs[1:])  # seed by seed
+    shared = [s for s in specs if s.method == "free_normal" and s.lr == 0.003]
+    assert [s.arms for s in shared] == [("main", "lr_grid")] * 2
+    assert {s.steps for s in specs if s.method != "manual"} == {2}
+    only = study.plan(config, study.parse_only(["method=free_normal", "lr=0.03"]))
+    assert [s.label for s in only] == ["capital_of free_normal seed=0 lr=0.03 steps=2",
+                                       "capital_of free_normal seed=1 lr=0.03 steps=2"]
+    assert len(study.plan(config, {"arm": ["lr_grid"]})) == 4
+
+
+def test_uninterrupted_study_writes_one_record_per_run(uninterrupted):
+    config, records, new = uninterrupted
+    assert len(records) == len(new) == RUNS
+    assert len({r["key"] for r in records}) == RUNS
+    lstm = next(r for r in records if r["method"] == "lstm")
+    assert lstm["config"]["encoder"] == "lstm" and lstm["config"]["seed"] == lstm["seed"]
+    assert lstm["dev_curve"]["step"] == [0, 1, 2] and len(lstm["dev_curve"]["em"]) == 3
+    test = lstm["test"]
+    assert len(test["exact"]) == len(test["first_rank"]) == test["facts"]
+    assert test["em"] == pytest.approx(np.mean(test["exact"]))
+    assert lstm["wall_seconds"] > 0 and lstm["machine"]["cpu_count"] >= 1
+    manual = next(r for r in records if r["method"] == "manual")
+    assert manual["seed"] is None and manual["template"] in manual["config"]["templates"]
+    search = next(r for r in records if r["method"] == "autoprompt")
+    assert search["config"]["max_forwards"] == 3 * 2 * 4  # the training budget
+    assert search["dev_curve"]["forwards"] <= 3 * 2 * 4 + 4 * 4  # + one scoring batch
+
+
+def test_interrupted_study_resumes_to_the_same_file(uninterrupted, tmp_path, tiny,
+                                                    monkeypatch):
+    whole_config, whole, _ = uninterrupted
+    config = write_config(tmp_path)
+
+    # 1. a limit of 2 runs
+    assert len(study.run_study(config, tiny, limit=2, log=None)) == 2
+    # 2. a crash mid-write: half a record, no newline
+    with open(config.results, "ab") as handle:
+        handle.write(b'{"key": "0123", "relation": "capi')
+    assert len(study.read_results(config.results)) == 2  # the partial line is ignored
+    # 3. an exception after 3 more runs
+    real, calls = study.run_one, []
+
+    def failing(*args, **kwargs):
+        if len(calls) == 3:
+            raise RuntimeError("power cut")
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study, "run_one", failing)
+    with pytest.raises(RuntimeError, match="power cut"):
+        study.run_study(config, tiny, log=None)
+    monkeypatch.setattr(study, "run_one", real)
+    assert len(study.read_results(config.results)) == 5
+    assert not config.results.with_name("results.jsonl.lock").exists()
+
+    # resume: the rest, and the same file as the uninterrupted study
+    messages = []
+    assert len(study.run_study(config, tiny, log=messages.append)) == RUNS - 5
+    assert messages[0] == f"study tiny_study: {RUNS - 5} runs to do"
+    resumed = study.read_results(config.results)
+    assert without_wall_time(resumed) == without_wall_time(whole)
+    assert config.results.read_bytes().endswith(b"\n")
+    # and once more: nothing left to do, the file untouched
+    before = config.results.read_bytes()
+    assert study.run_study(config, tiny, log=None) == []
+    assert config.results.read_bytes() == before
+    assert whole_config.results != config.results
+
+
+def test_read_results_repairs_only_a_partial_last_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    assert study.read_results(path) == []
+    study.append_result(path, {"key": "a", "n": 1})
+    study.append_result(path, {"key": "b", "n": 2})
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"key": "c", "n"')
+    assert [r["key"] for r in study.read_results(path)] == ["a", "b"]
+    assert path.read_bytes() != whole  # reading alone changes nothing
+    study.read_results(path, repair=True)
+    assert path.read_bytes() == whole
+    path.write_bytes(whole + b'{"key": "c"}')  # whole JSON but no newline: still partial
+    assert [r["key"] for r in study.read_results(path, repair=True)] == ["a", "b"]
+    assert path.read_bytes() == whole
+    path.write_bytes(b'{"key": "a"}\nnot json\n{"key": "b"}\n')
+    with pytest.raises(DataError, match="line 2: not a run record"):
+        study.read_results(path)
+
+
+def test_a_second_runner_is_refused(tmp_path):
+    config = write_config(tmp_path)
+    with study._locked(config.results):
+        with pytest.raises(ConfigError, match="another study runner is writing"):
+            study.run_study(config, log=None)
+
+
+def test_study_reads_back_into_paired_outcome_matrices(uninterrupted):
+    config, records, _ = uninterrupted
+    loaded = study.Study.load(config)
+    assert len(loaded.records) == RUNS and loaded.stale == 0
+    found, seeds = loaded.matrices("capital_of", ["manual", "lstm", "free_normal lr=0.03"])
+    assert seeds == [0, 1]
+    facts = records[0]["test"]["facts"]
+    assert {m.shape for m in found.values()} == {(2, facts)}
+    np.testing.assert_array_equal(found["manual"][0], found["manual"][1])  # deterministic
+    lstm = [r for r in records if r["method"] == "lstm"]
+    np.testing.assert_array_equal(found["lstm"], [r["test"]["exact"] for r in lstm])
+    verdict = loaded.compare("capital_of", "lstm", "free_normal")
+    assert isinstance(verdict, stats.Verdict) and "2 seeds x" in verdict.text
+    assert isinstance(loaded.compare("capital_of", "lstm", "manual", spread=True), stats.Verdict)
+    with pytest.raises(DataError, match="no runs of"):
+        loaded.matrices("capital_of", ["mlp"])
+    table = loaded.summary_table()
+    lines = table.splitlines()
+    assert lines[0].startswith("relation") and "95% interval" in lines[0]
+    methods = [line.split()[1] for line in lines[1:-1]]
+    assert methods == ["manual", "autoprompt", "free_normal", "lstm"]
+    for row in loaded.summary_rows():
+        assert row["low"] <= row["mean"] <= row["high"]
+        assert len(row["seed_means"]) == max(row["seeds"], 1)
+        assert row["mean"] == pytest.approx(np.mean(row["seed_means"]))
+
+
+def test_a_changed_config_makes_old_records_stale(uninterrupted, tmp_path):
+    config, records, _ = uninterrupted
+    changed = write_config(tmp_path, train={"steps": 3, "batch_size": 4, "eval_every": 1})
+    changed.results.write_text(config.results.read_text())
+    loaded = study.Study.load(changed)
+    assert len(records) == RUNS
+    assert len(loaded.records) == 1 and loaded.records[0]["method"] == "manual"
+    assert loaded.stale == RUNS - 1  # steps changed every run but the manual baseline
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"arms": []}, "'arms' is empty"),
+    ({"arms": [{"name": "a", "relations": ["capital_of"], "methods": ["gpt"],
+                "seeds": [0]}]}, "unknown methods"),
+    ({"arms": [{"name": "a", "relations": ["capital_of"], "methods": ["lstm"],
+                "seeds": [0], "lrs": [1]}]}, "unknown fields"),
+    ({"arms": [{"name": "a", "relations": ["capital_of"], "methods": ["lstm"],
+                "seeds": []}]}, "needs a non-empty 'seeds'"),
+    ({"train": {"seed": 3}}, "may not set 'seed'"),
+    ({"train": {"lr": -1}}, "lr must be a positive"),
+    ({"search": {"max_forwards": 10}}, "may not set 'max_forwards'"),
+])
+def test_bad_configs_are_refused(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        write_config(tmp_path, **change)
+
+
+def test_parse_only_refuses_unknown_fields():
+    assert study.parse_only(["seed=0,1", "seed=2"]) == {"seed": ["0", "1", "2"]}
+    with pytest.raises(ConfigError, match="FIELD=VALUE"):
+        study.parse_only(["colour=red"])
+
+
+def test_command_line_plan_and_summary(uninterrupted, capsys):
+    config, _, _ = uninterrupted
+    path = str(config.results.parent / "study.json")
+    assert study.main([path, "--plan"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"0 runs left of {RUNS} planned")
+    assert study.main([path, "--summary"]) == 0
+    assert "capital_of" in capsys.readouterr().out
+    assert study.main([path, "--only", "colour=red"]) == 2
+
+
+def test_the_course_study_config_is_valid():
+    config = study.StudyConfig.from_file(study.COURSE_STUDY)
+    specs = study.plan(config)
+    main = [s for s in specs if "main" in s.arms]
+    relations = {s.relation for s in main}
+    assert {"capital_of", "country_language", "element_symbol", "antonym"} < relations
+    seeded = {(s.relation, s.method) for s in main if s.seed is not None}
+    for cell in seeded:
+        assert sum((s.relation, s.method) == cell for s in main) >= 10
+    assert {s.lr for s in specs if "lr_grid" in s.arms} == {3e-4, 3e-3, 3e-2}
+    assert {s.steps for s in specs if "long" in s.arms} == {4 * config.steps}
+
+
+def test_claim_verdicts_skip_what_is_not_run_yet(uninterrupted):
+    config, _, _ = uninterrupted
+    loaded = study.Study.load(config)
+    claims = [("encoder", "lstm", "free_normal", False), ("mlp", "mlp", "lstm", False),
+              ("lr", "free_normal lr=0.03", "free_normal", True)]
+    verdicts = study.claim_verdicts(loaded, claims)
+    assert [(relation, claim) for relation, claim, _ in verdicts] == [
+        ("capital_of", "encoder"), ("capital_of", "mlp"), ("capital_of", "lr")]
+    assert isinstance(verdicts[0][2], stats.Verdict) and isinstance(verdicts[2][2], stats.Verdict)
+    assert verdicts[1][2].startswith("not in the study yet")
+    text = study.format_claims(verdicts)
+    assert text.startswith("capital_of:\n- encoder:") and "- mlp:" not in text
+    assert "- mlp:" in study.format_claims(verdicts, missing=True)
+    assert study.format_claims(study.claim_verdicts(loaded, study.COURSE_CLAIMS))
