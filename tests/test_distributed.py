@@ -19,7 +19,7 @@ from ptlib import distributed
 from ptlib.cli import main
 
 RUN = ["train", "--model", "tiny", "--task", "capital_of", "--batch-size", "5",
-       "--eval-every", "2", "--hidden-size", "16"]
+       "--eval-every", "2", "--hidden-size", "16", "--precision", "fp32"]
 TOLERANCE = 1e-5
 
 

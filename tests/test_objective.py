@@ -280,7 +280,8 @@ def test_training_and_evaluation_score_the_same_thing(tiny, facts):
 
     # End to end: the first step's recorded loss is the dev NLL of the initial prompt when the
     # batch is the whole (train = dev) set.
-    config = ptlib.TrainConfig(encoder="free", steps=1, batch_size=len(facts), eval_every=1)
+    config = ptlib.TrainConfig(encoder="free", steps=1, batch_size=len(facts), eval_every=1,
+                               precision="fp32")
     result = ptlib.train(tiny, template, facts, facts, config, show_progress=False)
     assert result.history.eval_step[0] == 0
     assert result.history.loss[0] == pytest.approx(result.history.dev_nll[0], abs=1e-4)
