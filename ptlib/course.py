@@ -20,6 +20,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -187,9 +188,9 @@ def write_back(executed: Path, source: Path) -> None:
 
 def machine_paths(value, roots: tuple[str, ...] | None = None, where: str = "") -> list[str]:
     """Places in ``value`` (nested dicts and lists) holding a path of this machine: the
-    repository, the home folder, /tmp, /root or /work. Returns ``key.path: text`` entries."""
+    repository, the home folder or the temporary folder. Returns ``key.path: text`` entries."""
     if roots is None:
-        roots = tuple(dict.fromkeys([str(ROOT), str(Path.home()), "/tmp/", "/root/", "/work/"]))
+        roots = tuple(dict.fromkeys([str(ROOT), str(Path.home()), tempfile.gettempdir()]))
     if isinstance(value, str):
         return [f"{where}: {value[:80]}"] if any(root in value for root in roots) else []
     items = value.items() if isinstance(value, dict) else (
