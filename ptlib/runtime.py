@@ -111,7 +111,8 @@ def _bound(target) -> set[str]:
 
 
 def assigned_names(source: str) -> set[str]:
-    """Names assigned at the top level of ``source`` (a parameters or injected cell)."""
+    """Names bound at the top level of ``source`` (a parameters or injected cell, or any cell
+    after them): assignments, annotated and augmented assignments, for-loop targets."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -121,7 +122,7 @@ def assigned_names(source: str) -> set[str]:
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 names |= _bound(target)
-        elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+        elif isinstance(node, ast.AnnAssign | ast.AugAssign | ast.For):
             names |= _bound(node.target)
     return names
 

@@ -240,17 +240,6 @@ def test_a_parameters_line_papermill_cannot_read_is_an_error(tmp_path):
         course.check_parameters(notebook, {"steps": 5})
 
 
-def _bound_names(target) -> set[str]:
-    """Names an assignment target rebinds (``a``, ``a, b``, ``*a``), not ``a[i]`` or ``a.x``."""
-    if isinstance(target, ast.Name):
-        return {target.id}
-    if isinstance(target, ast.Tuple | ast.List):
-        return set().union(set(), *(_bound_names(item) for item in target.elts))
-    if isinstance(target, ast.Starred):
-        return _bound_names(target.value)
-    return set()
-
-
 @pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda path: path.name[:2])
 def test_every_parameter_can_be_overridden_in_both_modes(path):
     """A value given with -p reaches the notebook's code in full and in fast mode: only
@@ -262,13 +251,9 @@ def test_every_parameter_can_be_overridden_in_both_modes(path):
     for cell in notebook.cells[start + 1:]:
         if cell.cell_type != "code":
             continue
-        for node in _python(cell.source).body:  # no later cell re-assigns a parameter ...
-            targets = (node.targets if isinstance(node, ast.Assign) else
-                       [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign | ast.For)
-                       else [])
-            names = set().union(set(), *(_bound_names(target) for target in targets))
-            # ... except ``fast`` itself, resolved from None to the mode
-            assert names & set(declared) <= {"fast"}, (path.name, cell.source[:80])
+        # No later cell re-binds a parameter, except ``fast`` itself, resolved from None.
+        names = runtime.assigned_names(ast.unparse(_python(cell.source)))
+        assert names & set(declared) <= {"fast"}, (path.name, cell.source[:80])
     call = _fast_mode_call(notebook)
     fast_names = [keyword.arg for keyword in call.keywords]
     assert fast_names and set(fast_names) <= set(declared) - {"fast"}

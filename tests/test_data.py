@@ -156,11 +156,7 @@ def test_training_cannot_be_given_an_empty_target(tiny):
 
 def greedy_object(lm, template, subject, tokens=3):
     """The tiny model's own greedy continuation of the rendered prompt, without its space."""
-    ids = lm.tokenizer(template.render(subject), add_special_tokens=False,
-                       return_tensors="pt").input_ids
-    out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                            do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
-    continuation = lm.tokenizer.decode(out[0, ids.shape[1]:])
+    continuation = ptlib.analysis.greedy_continuation(lm, template.render(subject), tokens)
     assert continuation.startswith(" ") and continuation.isascii(), continuation
     return continuation[1:]
 

@@ -143,11 +143,7 @@ def test_score_on_handmade_logits(tiny):
 
 def greedy_fact(lm, template, subject, tokens=3):
     """A fact whose object is the model's own greedy continuation of the rendered prompt."""
-    ids = lm.tokenizer(template.render(subject), add_special_tokens=False,
-                       return_tensors="pt").input_ids
-    out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                            do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
-    continuation = lm.tokenizer.decode(out[0, ids.shape[1]:])
+    continuation = ptlib.analysis.greedy_continuation(lm, template.render(subject), tokens)
     assert continuation.startswith(" ") and continuation.isascii(), continuation
     return Fact(subject, continuation[1:])
 
