@@ -17,21 +17,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from ptlib.sweep import summarise  # noqa: E402  (after the offline switches)
+from ptlib.model import cpuinfo_field  # noqa: E402  (after the offline switches)
+from ptlib.sweep import summarise  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
-
-
-def cpuinfo_field(name: str) -> str:
-    """The value of the first ``name`` line of /proc/cpuinfo ("" where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(name):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def cpu_model() -> str:

@@ -92,6 +92,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def cpuinfo_field(name: str) -> str:
+    """The value of the first ``name`` line of /proc/cpuinfo ("" where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 @functools.cache
 def native_bf16(device_type: str) -> bool:
     """True where bf16 matrix multiplies run natively: CUDA, and CPUs with AVX512-BF16 or AMX
@@ -100,13 +111,7 @@ def native_bf16(device_type: str) -> bool:
         return True
     if device_type != "cpu":
         return False
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines()
-                      if line.startswith("flags")), []))
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(set(cpuinfo_field("flags").split()) & {"avx512_bf16", "amx_bf16"})
 
 
 def cache_root() -> Path:

@@ -45,7 +45,7 @@ from ptlib import stats
 from ptlib.data import Fact, Task, load_task
 from ptlib.discrete import SearchConfig, search
 from ptlib.errors import ConfigError, DataError
-from ptlib.model import LM, load_lm
+from ptlib.model import LM, cpuinfo_field, load_lm
 from ptlib.objective import Evaluation, evaluate
 from ptlib.template import parse_template
 from ptlib.train import TrainConfig, train
@@ -256,14 +256,7 @@ def run_key(config: StudyConfig, spec: RunSpec, task: Task) -> str:
 
 def machine() -> dict:
     """Where a run ran: enough to compare wall times between records."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpuinfo_field("model name") or platform.processor() or ""
     return {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__}
