@@ -27,7 +27,7 @@ from ptlib.model import LM
 from ptlib.objective import batch_scores, evaluate, make_batch, score_candidates
 from ptlib.options import check_choices, option
 from ptlib.progress import end_early, progress
-from ptlib.template import SLOT, Template, encode_target, parse_template
+from ptlib.template import INPUT, Template, encode_target, parse_template
 
 
 def manual_prompts(lm: LM, task: Task, split: str = "test", precision: str = "fp32"
@@ -132,9 +132,11 @@ class SearchResult:
 
 
 def prompt_text(lm: LM, template: Template, slot_ids: torch.Tensor) -> str:
-    """The template with slot tokens written in (``{x}`` left as is), e.g. ``{x} thecapital``."""
+    """The template with slot tokens written in (``{x}`` left as is), e.g. ``{x} thecapital``:
+    the text the model reads, so whitespace right before a slot is dropped as in
+    ``Template.chunks``."""
     tokens = iter(lm.tokenizer.decode([int(t)]) for t in slot_ids)
-    return "".join(next(tokens) if piece == SLOT else piece for piece in template.pieces)
+    return "".join(next(tokens) if chunk is None else chunk for chunk in template.chunks(INPUT))
 
 
 def _initial_slots(lm: LM, template: Template, config: SearchConfig,

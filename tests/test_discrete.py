@@ -175,7 +175,7 @@ def test_search_result(tiny, facts, method):
     assert result.slot_ids.shape == (2,) and result.slot_ids.dtype == torch.long
     allowed = allowed_tokens(tiny, [f.y for f in train_facts])
     assert allowed[result.slot_ids].all()
-    assert result.prompt_text.startswith("{x} is ")
+    assert result.prompt_text.startswith("{x} is")  # the space before a slot is not encoded
     assert result.prompt_text == prompt_text(tiny, parse_template(TEMPLATE), result.slot_ids)
     assert len(h.iteration) == len(h.forwards) == len(h.objective) == len(h.accepted) == 6
     assert len(h.prompt) == 6
@@ -199,7 +199,7 @@ def test_initial_slots_use_init_token_when_it_is_one_token(tiny, facts, recorded
 def test_prompt_text_writes_the_tokens_into_the_slots(tiny):
     template = parse_template("[P] {x} is [P][P]")
     ids = torch.tensor([token(tiny, c) for c in "abc"])
-    assert prompt_text(tiny, template, ids) == "a {x} is bc"
+    assert prompt_text(tiny, template, ids) == "a {x} isbc"  # as encoded: no space before a slot
 
 
 BAD_SEARCH = [("method", "beam"), ("iterations", 0), ("num_candidates", 0), ("batch_size", 0),
@@ -237,3 +237,4 @@ def test_manual_prompts_evaluate_each_template(tiny, facts):
         assert row["nll"] == pytest.approx(expected.nll)
         assert row["mean_first_rank"] == pytest.approx(expected.mean_first_rank)
     assert rows[0]["nll"] != rows[1]["nll"]  # paraphrases score differently
+
