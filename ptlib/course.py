@@ -177,7 +177,9 @@ def write_back(executed: Path, source: Path) -> None:
             cell.outputs = ran_cell.outputs
             cell.execution_count = ran_cell.execution_count
     original.metadata = nbformat.from_dict(committed_metadata(ran, ran_cells))
-    for problem in machine_paths(original.metadata) + stale_outputs(original):
+    outputs = {f"cell {i}": cell.get("outputs", []) for i, cell in enumerate(original.cells)}
+    for problem in (machine_paths(original.metadata) + machine_paths(outputs)
+                    + stale_outputs(original)):
         print(f"warning: {source.name}: {problem}", file=sys.stderr)  # written all the same
     nbformat.write(original, source)
 
