@@ -65,6 +65,7 @@ def main() -> None:
                   "peak_gib_per_rank": peak}
         print(json.dumps(report, indent=2))
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+    dist.barrier()  # as distributed.finish: no rank tears down while a peer is mid-collective
     dist.destroy_process_group()
 
 

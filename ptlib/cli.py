@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             _write(args.out, metrics)
     except PTLibError as err:
         print(f"error: {err}", file=sys.stderr)
+        distributed.finish(ranks, wait_for_peers=False)
         return 2
-    finally:
-        distributed.finish(ranks)
+    distributed.finish(ranks)
     return 0

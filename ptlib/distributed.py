@@ -119,9 +119,16 @@ def barrier(ranks: Ranks) -> None:
         dist.barrier()
 
 
-def finish(ranks: Ranks) -> None:
-    """Leave the process group ``init_from_env`` joined (a no-op on one process)."""
+def finish(ranks: Ranks, wait_for_peers: bool = True) -> None:
+    """Leave the process group ``init_from_env`` joined (a no-op on one process).
+
+    By default every rank waits for the others first: a gloo rank that tears its group down
+    while a peer still has a collective in flight aborts the process ("terminate called without
+    an active exception"). After an error, pass ``wait_for_peers=False``: a peer may be stuck in
+    another collective and the barrier would never complete."""
     if ranks.distributed and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 
