@@ -50,7 +50,8 @@ class LM:
             if any(hasattr(p, "full_tensor") for p in self.model.parameters()):
                 raise ModelError("a sharded model cannot be copied into another dtype: load "
                                  "it in that dtype (load_lm(..., dtype=...)) before sharding")
-            self._casts[dtype] = _freeze(copy.deepcopy(self.model).to(dtype))
+            cast = _freeze(copy.deepcopy(self.model).to(dtype))
+            self._casts[dtype] = _prefer_fast_attention(cast)
         return self._casts[dtype]
 
     @property
@@ -174,6 +175,24 @@ def _freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def _prefer_fast_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """``model``, switched to eager attention when it runs in bf16 on a CPU.
+
+    PyTorch's CPU flash-attention kernel is slow in bf16 at the course's short rows (T about
+    20): ``bench/roofline.py`` found its forward and backward a quarter of a bf16 training step,
+    against 2% in fp32, and eager attention (plain matmuls, softmax in fp32) made the step 1.3x
+    faster with the same logits up to bf16 rounding. CUDA and fp32 keep the model's own choice.
+    """
+    weight = model.get_input_embeddings().weight
+    if weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
+        return model
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+    else:  # transformers before set_attn_implementation: the config field is read per call
+        model.config._attn_implementation = "eager"
+    return model
+
+
 def load_lm(name: str = DEFAULT_MODEL, device: str | torch.device = "auto",
             dtype: torch.dtype = torch.float32) -> LM:
     """Load a frozen causal LM.
@@ -201,7 +220,7 @@ def load_lm(name: str = DEFAULT_MODEL, device: str | torch.device = "auto",
         ) from err
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LM(_freeze(model).to(resolved), tokenizer, resolved, name)
+    return LM(_prefer_fast_attention(_freeze(model).to(resolved)), tokenizer, resolved, name)
 
 
 def byte_tokenizer():
@@ -229,7 +248,7 @@ def random_lm(config, tokenizer, seed: int = 0, device: str | torch.device = "cp
         model = AutoModelForCausalLM.from_config(config).to(dtype)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LM(_freeze(model).to(resolved), tokenizer, resolved, name)
+    return LM(_prefer_fast_attention(_freeze(model).to(resolved)), tokenizer, resolved, name)
 
 
 def tiny_lm(seed: int = 0, width: int = 32, layers: int = 2, device: str = "cpu") -> LM:

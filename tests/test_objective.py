@@ -10,6 +10,7 @@ from ptlib.objective import (
     batch_scores,
     input_embeddings,
     make_batch,
+    prompted_logits,
     score,
     score_candidates,
     target_logits,
@@ -297,6 +298,23 @@ def test_bf16_is_close_to_fp32_and_casts_the_weights_once(tiny, facts):
     assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in copy.parameters())
     with pytest.raises(ValueError, match="precision"):
         evaluate(tiny, template, facts, prompt=prompt, precision="fp16")
+
+
+def test_the_cpu_bf16_copy_uses_eager_attention_with_the_same_logits(tiny, facts):
+    copy = tiny.weights_in(torch.bfloat16)
+    assert copy.config._attn_implementation == "eager"
+    assert tiny.model.config._attn_implementation != "eager"  # fp32 keeps the model's choice
+    batch = make_batch(tiny, parse_template("{x} is"), facts)
+    with torch.no_grad():
+        eager = prompted_logits(tiny, batch, precision="bf16")
+        copy.set_attn_implementation(tiny.model.config._attn_implementation)
+        try:
+            default = prompted_logits(tiny, batch, precision="bf16")
+        finally:
+            copy.set_attn_implementation("eager")
+    real = batch.target_mask  # masked targets sit on padding, where the two kernels differ
+    gap = (eager - default)[real].abs().max()
+    assert gap < 0.02, gap
 
 
 def test_target_of_one_token_per_byte(tiny):
