@@ -546,11 +546,25 @@ def main(argv=None) -> None:
                                    [("ptlib", lay) for lay in args.ptlib_layouts]
                                    + [("peft", args.peft_layout)], state["runs"], on_run)
         print("average test P@1:", out["accuracy"]["average_test_p_at_1"], flush=True)
+    carry_skipped_parts(out)
     assert fingerprint(lm.model) == before, "ptlib's LM changed during the benchmark"
     assert not any(p.requires_grad for p in lm.model.parameters())
     out["ptlib_lm_unchanged"] = True
     write_result("peft_vs_ptlib", out)
     partial.unlink(missing_ok=True)
+
+
+def carry_skipped_parts(out: dict) -> None:
+    """Keep the parts this run skipped (--skip-speed / --skip-accuracy) from the last result,
+    each marked with the command that measured it, so a partial rerun loses nothing."""
+    path = RESULTS_DIR / "peft_vs_ptlib.json"
+    if not path.exists():
+        return
+    last = json.loads(path.read_text())
+    for part in ("step_time", "accuracy"):
+        if part not in out and part in last:
+            out[part] = last[part] | {"measured_by": last[part].get("measured_by",
+                                                                    last["command"])}
 
 
 def peft_defaults() -> dict:

@@ -13,7 +13,7 @@ from ptlib.analysis import PCA, PathLosses
 from ptlib.discrete import SearchHistory
 from ptlib.train import History
 
-P_AT_1 = "P@1 (fraction of facts, exact match)"
+EXACT_MATCH = "exact match (EM, fraction of facts)"
 # Marker lines that may coincide stay distinguishable by their dash pattern, not colour alone.
 LINE_STYLES = ["--", ":", "-.", (0, (6, 2, 1, 2, 1, 2))]
 # Hollow markers of different shapes: curves that lie on top of each other stay visible.
@@ -33,7 +33,7 @@ def _steps_axis(ax) -> None:
 
 
 def _p_at_1_axis(ax, values, label: str) -> None:
-    """A y axis of P@1 from 0, up to 1 or a little above the largest value when all are small."""
+    """A y axis of EM from 0, up to 1 or a little above the largest value when all are small."""
     top = max((float(v) for v in values), default=0.0)
     ax.set_ylim(-0.02, min(1.02, max(0.1, 1.15 * top)))
     ax.set_ylabel(label)
@@ -90,7 +90,7 @@ def search_curves(histories: dict[str, SearchHistory]):
 
 
 def training_curves(histories: dict[str, History], smooth: int = 5, title: str | None = None):
-    """Training loss (smoothed) and dev P@1 per step, one line per run; ``title`` above both."""
+    """Training loss (smoothed) and dev EM per step, one line per run; ``title`` above both."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
     for name, history in histories.items():
         loss = torch.tensor(history.loss)
@@ -105,8 +105,8 @@ def training_curves(histories: dict[str, History], smooth: int = 5, title: str |
     _steps_axis(right)
     left.set_ylabel("train loss, -log P(y|x,P) (nats)")
     left.set_title(f"Training loss ({smooth}-step moving mean)" if smooth > 1 else "Training loss")
-    right.set_ylabel(f"dev {P_AT_1}")
-    right.set_title("Dev P@1")
+    right.set_ylabel(f"dev {EXACT_MATCH}")
+    right.set_title("Dev EM")
     right.set_ylim(-0.02, 1.02)
     _legend_outside(right)
     if title:
@@ -116,7 +116,7 @@ def training_curves(histories: dict[str, History], smooth: int = 5, title: str |
 
 
 def seed_spread(groups: dict[str, list[History]]):
-    """Dev P@1 curves, one panel per group (method or init), one line per seed."""
+    """Dev EM curves, one panel per group (method or init), one line per seed."""
     fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 3.2), sharey=True,
                              squeeze=False)
     for ax, (name, histories) in zip(axes[0], groups.items(), strict=True):
@@ -125,8 +125,8 @@ def seed_spread(groups: dict[str, list[History]]):
         ax.set_title(name, fontsize=10)
         _steps_axis(ax)
     _p_at_1_axis(axes[0][0], [v for histories in groups.values() for history in histories
-                              for v in history.dev_p_at_1], f"dev {P_AT_1}")
-    fig.suptitle("Dev P@1 during training: one panel per setting, one line per seed")
+                              for v in history.dev_p_at_1], f"dev {EXACT_MATCH}")
+    fig.suptitle("Dev EM during training: one panel per setting, one line per seed")
     fig.tight_layout()
     return fig
 
@@ -209,7 +209,7 @@ def pca_picture(pca: PCA, token_points: torch.Tensor, trajectories: dict[str, li
 
 
 def results_bars(rows: list[dict], value: str = "mean", error: str = "sd",
-                 title: str = "Test P@1"):
+                 title: str = "Test EM"):
     """Bar chart of ``rows`` (each with 'method', ``value`` and optionally ``error``)."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
     names = [row["method"] for row in rows]
@@ -217,7 +217,7 @@ def results_bars(rows: list[dict], value: str = "mean", error: str = "sd",
     errors = [row.get(error, 0.0) for row in rows]
     ax.bar(names, heights, yerr=errors, capsize=4, color="tab:blue", alpha=0.8)
     ax.set_xlabel("method")
-    ax.set_ylabel(P_AT_1)
+    ax.set_ylabel(EXACT_MATCH)
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
@@ -225,7 +225,7 @@ def results_bars(rows: list[dict], value: str = "mean", error: str = "sd",
 
 
 class LiveCurve:
-    """A dev-P@1 curve that redraws in place while training runs (pass ``update`` as
+    """A dev-EM curve that redraws in place while training runs (pass ``update`` as
     ``on_eval``). Outside a notebook, or with ``enabled=False``, it does nothing.
 
     The axes are drawn once (title, labels, limits); ``update`` only moves the line's data, so
@@ -241,7 +241,7 @@ class LiveCurve:
             self.fig, self.ax = plt.subplots(figsize=(6, 3))
             self.ax.set_title(title)
             self.ax.set_xlabel("training step")
-            self.ax.set_ylabel(f"dev {P_AT_1}")
+            self.ax.set_ylabel(f"dev {EXACT_MATCH}")
             self.ax.set_ylim(-0.02, 1.02)
             if steps:
                 self.ax.set_xlim(0, steps)
@@ -260,7 +260,7 @@ class LiveCurve:
 
 
 def template_bars(rows_by_task: dict[str, list[dict]], baselines: dict[str, float] | None = None,
-                  value: str = "p_at_1", title: str = "Manual templates: P@1 per paraphrase"):
+                  value: str = "p_at_1", title: str = "Manual templates: EM per paraphrase"):
     """Grouped bars: one group per task, one bar per manual template (``rows_by_task[task]`` is
     ``discrete.manual_prompts``' list of rows), with each task's majority-class baseline
     (``baselines[task]``) drawn as a black horizontal tick across its group."""
@@ -276,7 +276,7 @@ def template_bars(rows_by_task: dict[str, list[dict]], baselines: dict[str, floa
     ax.set_xticks(range(len(rows_by_task)))
     ax.set_xticklabels(list(rows_by_task), rotation=20)
     ax.set_xlabel("task")
-    ax.set_ylabel(P_AT_1 if value == "p_at_1" else value)
+    ax.set_ylabel(EXACT_MATCH if value == "p_at_1" else value)
     ax.set_title(title)
     _legend_outside(ax)
     fig.tight_layout()
@@ -329,7 +329,7 @@ def distance_to_vocab_histogram(gaps: torch.Tensor, distances: dict[str, torch.T
     return fig
 
 
-def lr_sensitivity(values: dict[str, dict[float, list[float]]], ylabel: str = f"test {P_AT_1}",
+def lr_sensitivity(values: dict[str, dict[float, list[float]]], ylabel: str = f"test {EXACT_MATCH}",
                    title: str = "Sensitivity to the learning rate"):
     """One line per group (e.g. init) of the mean of ``values[group][lr]`` (one value per seed)
     against the learning rate (log axis), with each seed's value as a dot."""
@@ -416,7 +416,7 @@ def coupling_heatmaps(matrices: dict[str, torch.Tensor],
 
 
 def grouped_results_bars(rows: list[dict], group: str = "task", series: str = "method",
-                         value: str = "mean", error: str = "sd", title: str = "Test P@1"):
+                         value: str = "mean", error: str = "sd", title: str = "Test EM"):
     """Grouped bars: one group per ``row[group]`` (e.g. task), one bar per ``row[series]``
     (e.g. method) with height ``row[value]`` and error bar ``row.get(error, 0)``."""
     groups = list(dict.fromkeys(row[group] for row in rows))
@@ -433,7 +433,7 @@ def grouped_results_bars(rows: list[dict], group: str = "task", series: str = "m
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups)
     ax.set_xlabel(group)
-    ax.set_ylabel(P_AT_1)
+    ax.set_ylabel(EXACT_MATCH)
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
     _legend_outside(ax, title=series)

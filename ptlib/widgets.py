@@ -12,7 +12,7 @@ from ptlib.template import Template
 
 def slot_between_tokens(lm: LM, template: Template, facts: list[Fact], slot_ids: torch.Tensor,
                         position: int, token_a: int, token_b: int, alpha: float) -> dict:
-    """Put (1 - alpha) E[a] + alpha E[b] in slot ``position``: loss, P@1 and nearest tokens."""
+    """Put (1 - alpha) E[a] + alpha E[b] in slot ``position``: loss, EM and nearest tokens."""
     table = lm.embeddings.detach().float()
     prompt = table[slot_ids.to(table.device)].clone()  # (L, d)
     prompt[position] = (1 - alpha) * table[token_a] + alpha * table[token_b]
@@ -24,7 +24,7 @@ def slot_between_tokens(lm: LM, template: Template, facts: list[Fact], slot_ids:
 def describe_point(point: dict) -> str:
     """One line of text for a ``slot_between_tokens`` result."""
     near = ", ".join(f"{text!r} ({cos:.2f})" for text, cos in point["nearest"])
-    return (f"alpha={point['alpha']:.2f}  NLL={point['nll']:.3f}  P@1={point['p_at_1']:.2f}  "
+    return (f"alpha={point['alpha']:.2f}  NLL={point['nll']:.3f}  EM={point['p_at_1']:.2f}  "
             f"nearest tokens (cosine): {near}")
 
 

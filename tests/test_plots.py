@@ -175,12 +175,13 @@ def test_the_live_curve_keeps_its_title_and_labels(monkeypatch):
             shown.append(fig)
 
     monkeypatch.setattr("IPython.display.display", lambda fig, display_id=False: Handle())
-    live = plots.LiveCurve("Free vectors: dev P@1 while training", steps=40)
+    live = plots.LiveCurve("Free vectors: dev EM while training", steps=40)
     record = history(0, steps=40)
     live.update(record)
     live.update(record)
     assert len(shown) == 2
-    assert live.ax.get_title() == "Free vectors: dev P@1 while training"
-    assert live.ax.get_xlabel() == "training step" and live.ax.get_ylabel().startswith("dev P@1")
+    assert live.ax.get_title() == "Free vectors: dev EM while training"
+    assert live.ax.get_xlabel() == "training step"
+    assert live.ax.get_ylabel().startswith("dev exact match")
     assert list(live.line.get_xdata()) == record.eval_step
     plt.close(live.fig)

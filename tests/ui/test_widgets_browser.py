@@ -41,7 +41,7 @@ STEP_TIMEOUT_MS = 30_000  # one slider move: the kernel reruns a tiny model (wel
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-LINE = re.compile(r"alpha=(?P<alpha>\S+)\s+NLL=(?P<nll>\S+)\s+P@1=(?P<p1>\S+)\s+"
+LINE = re.compile(r"alpha=(?P<alpha>\S+)\s+NLL=(?P<nll>\S+)\s+EM=(?P<p1>\S+)\s+"
                   r"nearest tokens \(cosine\): (?P<nearest>.*)")
 
 
