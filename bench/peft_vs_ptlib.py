@@ -58,9 +58,9 @@ from _common import (  # noqa: E402
 )
 
 import ptlib  # noqa: E402
-from ptlib.objective import evaluate  # noqa: E402
+from ptlib.objective import evaluate, resolve_precision  # noqa: E402
 from ptlib.template import SLOT, Template, encode_target, parse_template  # noqa: E402
-from ptlib.train import TrainConfig, batch_facts, resolve_precision  # noqa: E402
+from ptlib.train import TrainConfig, batch_facts  # noqa: E402
 
 SPEED_TEXT = " {x} ->"       # the text after PEFT's virtual tokens (ANCHORS' measurement)
 SPEED_SLOTS = 9              # virtual tokens in the step-time comparison
@@ -304,7 +304,7 @@ def peft_contender(harness, name, tokenizer, text, facts, lr, batch_size):
 
 def step_time(lm, harness, task, quick, batch_size, lr, rounds, block) -> dict:
     facts, dev = task.split("train"), task.split("dev")[:1]
-    default_precision = resolve_precision(ptlib.TrainConfig(), lm.device)
+    default_precision = resolve_precision(ptlib.TrainConfig().precision, lm.device)
     template = SLOT * SPEED_SLOTS + SPEED_TEXT
     num_virtual, text = split_prefix_layout(template)
     contenders, params = {}, {}

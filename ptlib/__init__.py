@@ -39,8 +39,8 @@ __all__ = [
 
 # Submodules imported on first attribute access (``ptlib.plots.search_curves``), so that
 # ``import ptlib`` stays light for engineers and the CLI.
-_ON_FIRST_USE = ("analysis", "course", "exercises", "plots", "report", "stats", "study", "sweep",
-                 "widgets")
+_ON_FIRST_USE = ("analysis", "course", "exercises", "local_optimum", "plots", "report", "stats",
+                 "study", "sweep", "widgets")
 
 
 def __getattr__(name: str):

@@ -24,7 +24,14 @@ import torch
 from ptlib.data import Fact, Task
 from ptlib.errors import ConfigError
 from ptlib.model import LM
-from ptlib.objective import batch_scores, evaluate, make_batch, score_candidates
+from ptlib.objective import (
+    PRECISIONS,
+    batch_scores,
+    evaluate,
+    make_batch,
+    resolve_precision,
+    score_candidates,
+)
 from ptlib.options import check_choices, option
 from ptlib.progress import end_early, progress
 from ptlib.template import INPUT, Template, encode_target, parse_template
@@ -80,8 +87,8 @@ class SearchConfig:
     exclude_capitalised: bool = option(True, "AutoPrompt's proper-noun filter on slot tokens")
     init_token: str = option(" the", "every slot starts as this token (if it is one token)")
     seed: int = option(0, "slot choice, candidates and batches")
-    precision: str = option("fp32", "fp32, or bf16 (the LM's weights cast to bf16 once)",
-                            ("fp32", "bf16"))
+    precision: str = option("auto", "frozen LM: auto (bf16 where native, as in TrainConfig), "
+                                    "fp32, or bf16 (its weights cast to bf16 once)", PRECISIONS)
 
     def __post_init__(self):
         check_choices(self)
@@ -243,6 +250,8 @@ def search(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts:
     """Greedy discrete prompt search over the template's slots, with the config's proposer
     (AutoPrompt or random swaps). ``progress_label`` names the progress bar."""
     config = config or SearchConfig()
+    # the result records the precision the search ran at, "auto" resolved for this device
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, lm.device))
     template = parse_template(getattr(template, "text", template), require_slots=True)
     if not train_facts or not dev_facts:
         raise ConfigError("search needs at least one train fact and one dev fact")

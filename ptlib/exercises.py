@@ -26,6 +26,7 @@ from ptlib import encoders
 from ptlib.analysis import position_coupling
 from ptlib.data import Fact, load_task
 from ptlib.discrete import allowed_tokens, manual_prompts, random_candidates
+from ptlib.local_optimum import swap_gains
 from ptlib.model import LM
 from ptlib.objective import (
     batch_scores,
@@ -33,7 +34,6 @@ from ptlib.objective import (
     input_embeddings,
     make_batch,
     score,
-    score_candidates,
     target_logits,
 )
 from ptlib.template import Template, encode_target, parse_template
@@ -292,17 +292,6 @@ def check_hotflip(hotflip_fn, lm: LM, grad: torch.Tensor, allowed: torch.Tensor,
                       "(best first)")
 
 
-def _neighbour_gains(lm: LM, template: Template, facts: list[Fact], slot_ids: torch.Tensor,
-                     pool: torch.Tensor) -> torch.Tensor:
-    """Change in mean log P when slot i takes pool[i, j]: (L, K)."""
-    num, width = pool.shape
-    trials = slot_ids.repeat(num * width + 1, 1)  # (1 + L*K, L); row 0 is the prompt itself
-    for slot in range(num):
-        trials[1 + slot * width : 1 + (slot + 1) * width, slot] = pool[slot]
-    values = score_candidates(lm, make_batch(lm, template, facts), trials.to(lm.device)).cpu()
-    return (values[1:] - values[0]).view(num, width)
-
-
 def _climb(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor,
            candidates: torch.Tensor, gains: torch.Tensor, rounds: int = 12
            ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,7 +304,7 @@ def _climb(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor,
         slot, column = divmod(best, candidates.shape[1])
         prompt = prompt.clone()
         prompt[slot] = candidates[slot, column]
-        gains = _neighbour_gains(lm, template, facts, prompt, candidates)  # (L, k)
+        gains = swap_gains(lm, template, facts, prompt, candidates)  # (L, k)
     return prompt, gains
 
 
@@ -343,7 +332,7 @@ def check_local_optimum(optimum_fn, lm: LM, template: Template, facts: list[Fact
     candidates = torch.stack([random_candidates(allowed.cpu(), k, generator)
                               for _ in range(len(prompt))])  # (L, k)
     got = _as_bool(_call(optimum_fn, lm, template, facts, prompt.clone(), candidates.clone()))
-    gains = _neighbour_gains(lm, template, facts, prompt, candidates)  # (L, k)
+    gains = swap_gains(lm, template, facts, prompt, candidates)  # (L, k)
     top = gains.max().item()
     if abs(top) > margin and got != (top < 0):
         _fail("wrong for the prompt you were given: a prompt is a local optimum when no "

@@ -12,10 +12,24 @@ import torch
 
 from ptlib.data import Fact
 from ptlib.errors import ConfigError, DataError, TemplateError
-from ptlib.model import LM
+from ptlib.model import LM, native_bf16
 from ptlib.template import Batch, Template, build_batch
 
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISIONS = ("auto", *PRECISION_DTYPES)  # what a TrainConfig or SearchConfig accepts
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` means bf16 where bf16 matrix multiplies are native (CUDA, and CPUs with
+    AVX512-BF16 or AMX: ``ptlib.model.native_bf16``) and fp32 elsewhere; any other value is
+    returned as it is.
+
+    The CPU default follows ``bench/bf16_accuracy.py`` (4 relations x 3 seeds, paired on seeds
+    and facts): bf16 minus fp32 exact match +0.11, 95% CI -0.03 to +0.29, so no difference
+    detectable at that size, and bf16 not worse by more than 0.03."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device.type) else "fp32"
 
 
 def frozen_model(lm: LM, precision: str) -> torch.nn.Module:

@@ -21,14 +21,20 @@ from ptlib.data import Fact
 from ptlib.distributed import Ranks
 from ptlib.encoders import ENCODERS, FREE_INITS, FreeVectors, PromptEncoder, build_encoder
 from ptlib.errors import ConfigError, TrainingError
-from ptlib.model import LM, native_bf16
-from ptlib.objective import Evaluation, batch_scores, evaluate, make_batch
+from ptlib.model import LM
+from ptlib.objective import (
+    PRECISIONS,
+    Evaluation,
+    batch_scores,
+    evaluate,
+    make_batch,
+    resolve_precision,
+)
 from ptlib.options import check_choices, option
 from ptlib.progress import end_early, progress
 from ptlib.template import Template, parse_template
 
 SCHEDULES = ("constant", "linear", "cosine")
-PRECISIONS = ("auto", "fp32", "bf16")
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
@@ -143,18 +149,6 @@ def default_label(config: TrainConfig) -> str:
     """A progress label that tells runs apart: ``train free (normal), seed 2``."""
     init = f" ({config.init})" if config.encoder == "free" else ""
     return f"train {config.encoder}{init}, seed {config.seed}"
-
-
-def resolve_precision(config: TrainConfig, device: torch.device) -> str:
-    """``auto`` means bf16 where bf16 matrix multiplies are native (CUDA, and CPUs with
-    AVX512-BF16 or AMX: ``ptlib.model.native_bf16``) and fp32 elsewhere.
-
-    The CPU default follows ``bench/bf16_accuracy.py`` (4 relations x 3 seeds, paired on seeds
-    and facts): bf16 minus fp32 exact match +0.11, 95% CI -0.03 to +0.29, so no difference
-    detectable at that size, and bf16 not worse by more than 0.03."""
-    if config.precision != "auto":
-        return config.precision
-    return "bf16" if native_bf16(device.type) else "fp32"
 
 
 def batch_facts(facts: list[Fact], config: TrainConfig, step: int, micro: int) -> list[Fact]:
@@ -280,7 +274,7 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
     template = parse_template(getattr(template, "text", template), require_slots=True)
     if not train_facts or not dev_facts:
         raise ConfigError("train needs at least one train fact and one dev fact")
-    precision = resolve_precision(config, lm.device)
+    precision = resolve_precision(config.precision, lm.device)
     ranks = distributed.current()
     run = _Run(lm, template, config, initial_prompt)
     path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None

@@ -10,11 +10,12 @@ import torch
 import ptlib
 from ptlib import ConfigError, TemplateError, TrainConfig, TrainingError, train
 from ptlib.checkpoint import load_state
-from ptlib.objective import Evaluation
-from ptlib.train import CHECKPOINT_FILE, batch_facts, learning_rate, resolve_precision
+from ptlib.objective import Evaluation, resolve_precision
+from ptlib.train import CHECKPOINT_FILE, batch_facts, learning_rate
 
 # ``ptlib.train`` is the function; the module is reached through importlib.
 train_module = importlib.import_module("ptlib.train")
+objective_module = importlib.import_module("ptlib.objective")
 
 TEMPLATE = "[P][P] {x} [P]"
 ENCODERS = [("free", "normal_rescaled"), ("free", "vocab"), ("lstm", "normal_rescaled"),
@@ -64,13 +65,13 @@ def test_default_config_is_valid_and_serialisable():
 
 
 def test_resolve_precision(monkeypatch):
-    assert resolve_precision(TrainConfig(), torch.device("cuda")) == "bf16"
-    assert resolve_precision(TrainConfig(), torch.device("mps")) == "fp32"
+    assert resolve_precision(TrainConfig().precision, torch.device("cuda")) == "bf16"
+    assert resolve_precision(TrainConfig().precision, torch.device("mps")) == "fp32"
     for native, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(train_module, "native_bf16", lambda kind, native=native: native)
-        assert resolve_precision(TrainConfig(), torch.device("cpu")) == expected
-    assert resolve_precision(TrainConfig(precision="bf16"), torch.device("cpu")) == "bf16"
-    assert resolve_precision(TrainConfig(precision="fp32"), torch.device("cuda")) == "fp32"
+        monkeypatch.setattr(objective_module, "native_bf16", lambda kind, native=native: native)
+        assert resolve_precision(TrainConfig().precision, torch.device("cpu")) == expected
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
 
 
 # --- learning-rate schedule ----------------------------------------------------------------
