@@ -11,7 +11,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup course test test-lib test-notebooks fuzz lint bench gpu-check clean ui-test study
+.PHONY: setup course test test-lib test-notebooks fuzz lint bench gpu-assets gpu-check clean ui-test \
+        study
 
 setup: $(STAMP)
 
@@ -75,8 +76,16 @@ lint: setup
 bench: setup
 	$(PY) bench/run_all.py
 
-gpu-check: setup
-	$(PY) bench/gpu_check.py
+# The GPU path end to end on a CUDA machine (bench/gpu_session.sh). The embedded weights do not
+# travel to a lent GPU: `make gpu-assets` copies the model's config.json and tokenizer.json into
+# .gpu_assets/ here, and the session builds random-init models of the same shapes from them.
+gpu-assets: setup
+	mkdir -p .gpu_assets
+	cp "$$($(PY) -c 'import ptlib.model as m; print(m.embedded_model_dir())')"/config.json \
+	   "$$($(PY) -c 'import ptlib.model as m; print(m.embedded_model_dir())')"/tokenizer.json .gpu_assets/
+
+gpu-check:
+	bash bench/gpu_session.sh
 
 clean:
 	rm -rf reports .pytest_cache

@@ -114,6 +114,7 @@ class PeftHarness:
                 self.model = get_peft_model(self.base, config, adapter_name=name)
             else:
                 self.model.add_adapter(name, config)
+        self.model.to(self.base.device)  # the new prompt encoder joins the LM's device
         self.use(name)
         return list(self.model.prompt_encoder[name].parameters())
 
@@ -136,8 +137,10 @@ class PeftHarness:
         return self.model.get_prompt(batch_size=1)[0].detach().float().clone()
 
 
-def peft_batch(tokenizer, text: Template, facts: list[ptlib.Fact]) -> dict:
-    """Right-padded prompt + target ids with labels -100 off the target (the standard recipe).
+def peft_batch(tokenizer, text: Template, facts: list[ptlib.Fact],
+               device: torch.device | str = "cpu") -> dict:
+    """Right-padded prompt + target ids with labels -100 off the target (the standard recipe),
+    on ``device``.
 
     The prompt text and the target are tokenised separately, exactly as ptlib does, so both
     libraries see the same token ids.
@@ -155,7 +158,8 @@ def peft_batch(tokenizer, text: Template, facts: list[ptlib.Fact]) -> dict:
         input_ids[i, : len(ids)] = torch.tensor(ids)
         attention[i, : len(ids)] = 1
         labels[i, len(prompt) : len(ids)] = torch.tensor(target)
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device),
+            "labels": labels.to(device)}
 
 
 def scores_from_full_logits(logits: torch.Tensor, labels: torch.Tensor, num_virtual: int):
@@ -184,7 +188,7 @@ def peft_evaluate(model, tokenizer, text: Template, facts: list[ptlib.Fact], num
     model.eval()
     logprob, exact = [], []
     for start in range(0, len(facts), batch_size):
-        batch = peft_batch(tokenizer, text, facts[start : start + batch_size])
+        batch = peft_batch(tokenizer, text, facts[start : start + batch_size], model.device)
         logits = model(input_ids=batch["input_ids"],
                        attention_mask=batch["attention_mask"]).logits  # (B, L + T, V)
         if logits.shape[1] != batch["input_ids"].shape[1] + num_virtual:
@@ -202,7 +206,7 @@ def peft_evaluate(model, tokenizer, text: Template, facts: list[ptlib.Fact], num
 def peft_step(harness: PeftHarness, optimizer, params, tokenizer, text: Template,
               facts: list[ptlib.Fact]) -> float:
     """One standard PEFT training step; returns the loss (mean over target tokens)."""
-    batch = peft_batch(tokenizer, text, facts)
+    batch = peft_batch(tokenizer, text, facts, harness.model.device)
     loss = harness.model(**batch).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
