@@ -1,11 +1,11 @@
-"""GPU path check: ptlib end to end on CUDA with bf16 autocast, then throughput and MFU.
+"""GPU path check: ptlib end to end on CUDA in bf16, then throughput and MFU.
 
 Run on a CUDA machine: ``python bench/gpu_check.py --assets DIR --out FILE.json``. ``DIR`` holds
 SmolLM2's config.json and tokenizer.json (the 540 MB weights do not travel to a lent GPU
 machine, so the SmolLM2-shaped model here is random-init: same architecture, same cost).
 
-1. A real training run through ``ptlib.train`` (LSTM encoder, bf16 autocast of the frozen LM,
-   encoder in fp32): loss before and after, seconds per step, LM unchanged.
+1. A real training run through ``ptlib.train`` (LSTM encoder in fp32, the frozen LM's weights
+   cast to bf16 once): loss before and after, seconds per step, LM unchanged.
 2. bf16 against fp32 on the same prompt: difference in mean NLL.
 3. Soft-prompt training throughput (tokens/s) and model-FLOPs utilisation for the SmolLM2 shape
    and a ~1B Llama shape at several batch sizes. FLOPs per token: forward 2N plus

@@ -6,7 +6,7 @@ runs in its own interpreter (started by this script with ``--case NAME``):
 - ``imports``: Python with torch, transformers and ptlib imported, nothing loaded;
 - ``load``: the embedded SmolLM2-135M loaded (fp32, CPU), every weight read once;
 - ``train_lstm_fp32`` / ``train_lstm_bf16``: ``ptlib.train`` for 20 steps at batch 16 with the
-  LSTM encoder (ptlib's default, hidden d), frozen LM in fp32 or under bf16 autocast;
+  LSTM encoder (ptlib's default, hidden d), frozen LM in fp32 or in bf16 (weights cast once);
 - ``peft_train_mlp``: 20 steps of PEFT P-Tuning (its default MLP encoder) at batch 16 with the
   standard loop (full logits and the HF loss), for comparison.
 
