@@ -52,6 +52,7 @@ from ptlib.errors import ConfigError
 Outcomes = np.ndarray | Sequence[Sequence[float]]  # one method's (S, F) outcomes
 
 MAX_SEEDS = 100  # the largest seed count a verdict will suggest
+MIN_SPREAD_SEEDS = 5  # below this a spread gets no interval: see _spread_verdict
 MIN_RESAMPLES = 100  # fewer cannot place the ends of a 95% percentile interval
 
 
@@ -178,11 +179,16 @@ def verdict(comparison: Difference | SpreadRatio, name_a: str, name_b: str, *,
     """Say which method is ahead (a ``Difference``) or steadier (a ``SpreadRatio``).
 
     A method wins when the interval excludes no difference (0, or a ratio of 1). Otherwise the
-    verdict says how many seeds would be needed, by this rule: the interval's distance from
-    the estimate to its end on the no-difference side (on the log scale for a ratio) is assumed
-    to shrink as 1/sqrt(seeds) with the facts kept, and the answer is the fewest seeds at which
-    it would be shorter than the observed effect. The rule is optimistic where fact-to-fact
-    variation matters, which more seeds do not reduce. ``unit`` labels a difference.
+    verdict says how many seeds would be needed, by this rule: the interval's distance from the
+    estimate to its end on the no-difference side (on the log scale for a ratio) is assumed to
+    shrink as 1/sqrt(seeds) with the facts kept, and the answer is the fewest seeds at which it
+    would be shorter than the observed effect (optimistic where fact-to-fact variation matters,
+    which more seeds do not reduce). With fewer than MIN_SPREAD_SEEDS seeds a spread gets no
+    verdict and no interval: resampling 3 seeds draws one seed three times in 1 of 9
+    replicates, so the percentile ends are artefacts. Its seed count then comes from the
+    log-sd rule instead: the log of an sd from n seeds has a standard error of about
+    1/sqrt(2(n-1)), a log ratio of two about 1/sqrt(n-1), and the answer is the fewest n at
+    which 1.96 of those is below |log ratio|. ``unit`` labels a difference.
     """
     if isinstance(comparison, Difference):
         return _difference_verdict(comparison, name_a, name_b, unit)
@@ -215,6 +221,15 @@ def _spread_verdict(c: SpreadRatio, name_a: str, name_b: str) -> Verdict:
                 f"({c.confidence:.0%} CI {low:.2f} to {high:.2f}; "
                 f"{c.n_seeds} seeds x {c.n_facts} facts)")
 
+    label = "no difference in spread detectable at this size"
+    if c.n_seeds < MIN_SPREAD_SEEDS:
+        needed = _spread_seeds_needed(c.ratio)
+        uncertainty = 1 / math.sqrt(2 * (c.n_seeds - 1)) if c.n_seeds > 1 else math.inf
+        return Verdict(label, f"no verdict on spread from {c.n_seeds} seeds: seed sd "
+                       f"{c.sd_a:.3f} ({name_a}) vs {c.sd_b:.3f} ({name_b}), each uncertain by "
+                       f"about {uncertainty:.0%}; "
+                       f"{_seeds_phrase(needed, f'a ratio of {c.ratio:.2f}', 'log-sd rule')}",
+                       needed)
     if c.high < 1:
         return Verdict(f"{name_a} steadier", f"{name_a} steadier than {name_b}: "
                        f"{claim(name_a, name_b, (c.sd_a, c.sd_b), c.ratio, c.low, c.high)}",
@@ -226,10 +241,18 @@ def _spread_verdict(c: SpreadRatio, name_a: str, name_b: str) -> Verdict:
     near_end = c.high if c.ratio < 1 else c.low
     with np.errstate(divide="ignore"):
         needed = _seeds_needed(np.log(c.ratio), np.log(near_end), c.n_seeds)
-    label = "no difference in spread detectable at this size"
     return Verdict(label, f"{label} between {name_a} and {name_b}: "
                    f"{claim(name_a, name_b, (c.sd_a, c.sd_b), c.ratio, c.low, c.high)}; "
                    f"{_seeds_phrase(needed, f'a ratio of {c.ratio:.2f}')}", needed)
+
+
+def _spread_seeds_needed(ratio: float) -> int | None:
+    """Fewest seeds n with 1.96 / sqrt(n - 1) < |log ratio|, or None if over MAX_SEEDS or never
+    (a ratio of 1, 0 or inf)."""
+    if not 0 < ratio < math.inf or ratio == 1:
+        return None
+    needed = 1 + (1.96 / abs(math.log(ratio))) ** 2
+    return None if needed >= MAX_SEEDS else math.floor(needed) + 1
 
 
 def _seeds_needed(effect: float, near_end: float, n_seeds: int) -> int | None:
@@ -241,10 +264,10 @@ def _seeds_needed(effect: float, near_end: float, n_seeds: int) -> int | None:
     return math.floor(needed) + 1
 
 
-def _seeds_phrase(needed: int | None, effect: str) -> str:
+def _seeds_phrase(needed: int | None, effect: str, rule: str = "1/sqrt(seeds) rule") -> str:
     if needed is None:
-        return f"even {MAX_SEEDS} seeds would not detect {effect} (1/sqrt(seeds) rule)"
-    return f"about {needed} seeds would be needed to detect {effect} (1/sqrt(seeds) rule)"
+        return f"even {MAX_SEEDS} seeds would not detect {effect} ({rule})"
+    return f"about {needed} seeds would be needed to detect {effect} ({rule})"
 
 
 def _pair(a: Outcomes, b: Outcomes) -> tuple[np.ndarray, np.ndarray]:

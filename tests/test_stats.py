@@ -224,3 +224,17 @@ def test_difference_verdict_is_calibrated(seed_sd):
     found = labels(gap_a, gap_b).count("A ahead") / STUDIES
     assert quiet >= 0.90, f"null studies judged 'no difference' in only {quiet:.1%}"
     assert found >= 0.80, f"a 3-standard-error gap was found in only {found:.1%}"
+
+
+def test_three_seeds_get_no_spread_interval_and_an_honest_seed_count():
+    # 04's case: sds 0.101 vs 0.073 from 3 seeds. A bootstrap over 3 seeds gave "95% CI 1.00 to
+    # 1.40" (1 in 9 replicates draws one seed three times: 0/0 read as a ratio of 1).
+    judged = verdict(SpreadRatio(0.101, 0.073, 1.38, 1.0, 1.4, 0.95, 3, 55), "rescaled", "normal")
+    assert judged.label == "no difference in spread detectable at this size"
+    assert "CI" not in judged.text
+    assert judged.text.startswith("no verdict on spread from 3 seeds: seed sd 0.101 (rescaled) "
+                                  "vs 0.073 (normal), each uncertain by about 50%")
+    # log 1.38 = 0.322: 1 + (1.96 / 0.322)^2 = 38.0, so 39 seeds
+    assert judged.seeds_needed == 39
+    assert judged.text.endswith("about 39 seeds would be needed to detect a ratio of 1.38 "
+                                "(log-sd rule)")
