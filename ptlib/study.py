@@ -531,30 +531,34 @@ class Study:
         return "\n".join(lines)
 
 
-# The notes' claims the course's study decides: (claim, method label A, label B, spread).
-# A label is a method with, optionally, lr=... and steps=... (default: the study's training).
-COURSE_CLAIMS = [
-    ("local search: AutoPrompt against the manual template chosen on dev",
-     "autoprompt", "manual", False),
-    ("the relaxation: free vectors (token-sized) against AutoPrompt at the same budget",
-     "free_rescaled", "autoprompt", False),
-    ("random init, level: token-sized against N(0,1) free vectors",
-     "free_rescaled", "free_normal", False),
-    ("random init, spread: token-sized against N(0,1) free vectors",
-     "free_rescaled", "free_normal", True),
-    ("reparameterisation, level: LSTM against N(0,1) free vectors",
-     "lstm", "free_normal", False),
-    ("reparameterisation, level: LSTM against token-sized free vectors",
-     "lstm", "free_rescaled", False),
-    ("reparameterisation, spread: LSTM against token-sized free vectors",
-     "lstm", "free_rescaled", True),
-    ("the LSTM against the MLP", "lstm", "mlp", False),
-    ("the LSTM against the manual template chosen on dev", "lstm", "manual", False),
-    ("scale against learning rate: N(0,1) at lr 0.03 against token-sized at lr 0.003",
-     "free_normal lr=0.03", "free_rescaled lr=0.003", False),
-    ("the notes' slow-learning-rate fix: N(0,1) at lr 0.0003 for 240 steps against lr 0.003",
-     "free_normal lr=0.0003 steps=240", "free_normal lr=0.003", False),
-]
+# The notes' claims the course's study decides, by the notebook that discusses each:
+# (claim, method label A, label B, spread). A label is a method with, optionally, lr=... and
+# steps=... (default: the study's training).
+CLAIMS_BY_NOTEBOOK = {
+    "02": [("local search: AutoPrompt against the manual template chosen on dev",
+            "autoprompt", "manual", False)],
+    "03": [("the relaxation: free vectors (token-sized) against AutoPrompt at the same budget",
+            "free_rescaled", "autoprompt", False)],
+    "04": [("random init, level: token-sized against N(0,1) free vectors",
+            "free_rescaled", "free_normal", False),
+           ("random init, spread: token-sized against N(0,1) free vectors",
+            "free_rescaled", "free_normal", True),
+           ("scale against learning rate: N(0,1) at lr 0.03 against token-sized at lr 0.003",
+            "free_normal lr=0.03", "free_rescaled lr=0.003", False),
+           ("the notes' slow-learning-rate fix: N(0,1) at lr 0.0003 for 240 steps against lr "
+            "0.003", "free_normal lr=0.0003 steps=240", "free_normal lr=0.003", False)],
+    "05": [("reparameterisation, level: LSTM against N(0,1) free vectors",
+            "lstm", "free_normal", False),
+           ("reparameterisation, spread: LSTM against N(0,1) free vectors",
+            "lstm", "free_normal", True),
+           ("reparameterisation, level: LSTM against token-sized free vectors",
+            "lstm", "free_rescaled", False),
+           ("reparameterisation, spread: LSTM against token-sized free vectors",
+            "lstm", "free_rescaled", True),
+           ("the LSTM against the MLP", "lstm", "mlp", False)],
+    "06": [("the LSTM against the manual template chosen on dev", "lstm", "manual", False)],
+}
+COURSE_CLAIMS = [claim for claims in CLAIMS_BY_NOTEBOOK.values() for claim in claims]
 
 
 def claim_verdicts(study: "Study", claims: list[tuple] = COURSE_CLAIMS,
@@ -584,6 +588,25 @@ def format_claims(verdicts: list[tuple[str, str, object]], missing: bool = False
             current = relation
         lines.append(f"- {claim}:\n    {verdict}")
     return "\n".join(lines)
+
+
+def course_verdicts(notebook: str | None = None) -> str:
+    """What the course's study says, as text for a notebook cell: the verdicts on the claims
+    ``notebook`` ("02" to "06") discusses, or with None the relation x method table and every
+    claim. Says so instead when the study config or its results are not here."""
+    if not COURSE_STUDY.exists():
+        return "The course's study config is not here (ptlib installed without the repository)."
+    study = Study.load(COURSE_STUDY)
+    planned = len(plan(study.config))
+    if not study.records:
+        return (f"No results from the course's study here yet ({study.config.results.name}): "
+                "`make study` runs it, and its verdicts then print here.")
+    claims = COURSE_CLAIMS if notebook is None else CLAIMS_BY_NOTEBOOK[notebook]
+    header = (f"The course's study ({study.config.results.name}): {len(study.records)} of "
+              f"{planned} planned runs recorded.")
+    verdicts = format_claims(claim_verdicts(study, claims)) or "none of these claims run yet"
+    table = "" if notebook is not None else f"{study.summary_table()}\n\n"
+    return f"{header}\n{table}{verdicts}"
 
 
 def main(argv: list[str] | None = None) -> int:

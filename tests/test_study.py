@@ -241,3 +241,20 @@ def test_claim_verdicts_skip_what_is_not_run_yet(uninterrupted):
     assert text.startswith("capital_of:\n- encoder:") and "- mlp:" not in text
     assert "- mlp:" in study.format_claims(verdicts, missing=True)
     assert study.format_claims(study.claim_verdicts(loaded, study.COURSE_CLAIMS))
+
+
+def test_course_verdicts_print_a_notebooks_claims_from_the_results(uninterrupted, monkeypatch,
+                                                                    tmp_path):
+    config, _, _ = uninterrupted
+    monkeypatch.setattr(study, "COURSE_STUDY", config.results.parent / "study.json")
+    text = study.course_verdicts("05")
+    assert text.startswith(f"The course's study (results.jsonl): {RUNS} of {RUNS} planned runs")
+    assert "reparameterisation, level: LSTM against N(0,1) free vectors" in text
+    assert "local search" not in text  # 02's claim belongs to 02
+    everything = study.course_verdicts()
+    assert "seeds  mean EM" in everything and "local search" in everything  # every claim
+    write_config(tmp_path)  # the same study with no results file
+    monkeypatch.setattr(study, "COURSE_STUDY", tmp_path / "study.json")
+    assert study.course_verdicts("04").startswith("No results from the course's study here yet")
+    monkeypatch.setattr(study, "COURSE_STUDY", tmp_path / "missing.json")
+    assert "not here" in study.course_verdicts("04")
