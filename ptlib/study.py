@@ -590,6 +590,12 @@ def format_claims(verdicts: list[tuple[str, str, object]], missing: bool = False
     return "\n".join(lines)
 
 
+def course_rows() -> list[dict]:
+    """``Study.summary_rows()`` of the course's study (for ``plots.study_strip``); empty when
+    its config or results are not here."""
+    return Study.load(COURSE_STUDY).summary_rows() if COURSE_STUDY.exists() else []
+
+
 def course_verdicts(notebook: str | None = None) -> str:
     """What the course's study says, as text for a notebook cell: the verdicts on the claims
     ``notebook`` ("02" to "06") discusses, or with None the relation x method table and every

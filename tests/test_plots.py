@@ -83,7 +83,17 @@ def every_figure():
             {"task": "a", "method": "x", "mean": 0.9, "sd": 0.1},
             {"task": "a", "method": "y", "mean": 1.0, "sd": 0.0},
             {"task": "b", "method": "x", "mean": 0.5}]),
+        "study_strip": plots.study_strip(STUDY_ROWS),
     }
+
+
+STUDY_ROWS = [  # as ptlib.study.Study.summary_rows gives them
+    {"relation": "capital_of", "method": "lstm", "seed_means": [0.4, 0.45, 0.45], "mean": 0.43,
+     "low": 0.35, "high": 0.5},
+    {"relation": "capital_of", "method": "manual", "seed_means": [0.27], "mean": 0.27,
+     "low": 0.16, "high": 0.38},
+    {"relation": "antonym", "method": "lstm", "seed_means": [0.8, 0.9], "mean": 0.85,
+     "low": 0.7, "high": 0.95}]
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +175,15 @@ def test_the_coupling_colorbar_says_what_the_colour_is(figures):
     colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert len(colorbars) == 1
     assert colorbars[0].get_ylabel() == "entry / the panel's largest entry (0 to 1)"
+
+
+def test_the_study_strip_shows_every_seed_apart(figures):
+    fig = figures["study_strip"]
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["capital_of", "antonym"]
+    dots = [line for line in panels[0].get_lines() if line.get_marker() == "o"]
+    xs = [x for line in dots for x in line.get_xdata()]
+    assert len(xs) == 4 and len(set(xs)) == 4  # two equal scores (0.45) drawn side by side
 
 
 def test_the_live_curve_keeps_its_title_and_labels(monkeypatch):

@@ -258,3 +258,13 @@ def test_course_verdicts_print_a_notebooks_claims_from_the_results(uninterrupted
     assert study.course_verdicts("04").startswith("No results from the course's study here yet")
     monkeypatch.setattr(study, "COURSE_STUDY", tmp_path / "missing.json")
     assert "not here" in study.course_verdicts("04")
+    assert study.course_rows() == []
+
+
+def test_course_rows_give_each_seed_for_the_strip_plot(uninterrupted, monkeypatch):
+    config, records, _ = uninterrupted
+    monkeypatch.setattr(study, "COURSE_STUDY", config.results.parent / "study.json")
+    rows = {row["method"]: row for row in study.course_rows()}
+    lstm = [r for r in records if r["method"] == "lstm"]
+    assert rows["lstm"]["seed_means"] == [float(np.mean(r["test"]["exact"])) for r in lstm]
+    assert rows["manual"]["seeds"] == 0 and len(rows["manual"]["seed_means"]) == 1
