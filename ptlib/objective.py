@@ -198,7 +198,9 @@ class Evaluation:
         return self.p_at_1
 
     def as_dict(self) -> dict:
-        return {"p_at_1": self.p_at_1, "nll": self.nll, "mean_first_rank": self.mean_first_rank}
+        """The summary metrics: ``p_at_1`` is exact match (EM); first-token P@1 beside it."""
+        return {"p_at_1": self.p_at_1, "first_token_p_at_1": self.first_token_p_at_1,
+                "nll": self.nll, "mean_first_rank": self.mean_first_rank}
 
 
 def _object_rows(facts: list[Fact]) -> tuple[list[Fact], torch.Tensor]:

@@ -191,7 +191,7 @@ def test_evaluate_aggregates_per_fact_scores(tiny, facts):
     assert whole.p_at_1 == pytest.approx(sum(whole.exact) / len(facts))
     expected = -sum(by_hand(tiny, template, f, prompt)[0] for f in facts) / len(facts)
     assert whole.nll == pytest.approx(expected, abs=ATOL)
-    assert set(whole.as_dict()) == {"p_at_1", "nll", "mean_first_rank"}
+    assert set(whole.as_dict()) == {"p_at_1", "first_token_p_at_1", "nll", "mean_first_rank"}
 
 
 @pytest.mark.parametrize("max_rows", [1, 7, 512])
