@@ -247,12 +247,13 @@ def _spread_verdict(c: SpreadRatio, name_a: str, name_b: str) -> Verdict:
 
 
 def _spread_seeds_needed(ratio: float) -> int | None:
-    """Fewest seeds n with 1.96 / sqrt(n - 1) < |log ratio|, or None if over MAX_SEEDS or never
-    (a ratio of 1, 0 or inf)."""
+    """Fewest seeds n with 1.96 / sqrt(n - 1) < |log ratio|, and at least MIN_SPREAD_SEEDS (the
+    fewest a spread verdict is given from); None if over MAX_SEEDS or never (a ratio of 1, 0 or
+    inf)."""
     if not 0 < ratio < math.inf or ratio == 1:
         return None
     needed = 1 + (1.96 / abs(math.log(ratio))) ** 2
-    return None if needed >= MAX_SEEDS else math.floor(needed) + 1
+    return None if needed >= MAX_SEEDS else max(MIN_SPREAD_SEEDS, math.floor(needed) + 1)
 
 
 def _seeds_needed(effect: float, near_end: float, n_seeds: int) -> int | None:

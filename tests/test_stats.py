@@ -238,3 +238,11 @@ def test_three_seeds_get_no_spread_interval_and_an_honest_seed_count():
     assert judged.seeds_needed == 39
     assert judged.text.endswith("about 39 seeds would be needed to detect a ratio of 1.38 "
                                 "(log-sd rule)")
+
+
+def test_a_large_spread_gap_from_three_seeds_still_asks_for_five():
+    # antonym in the study: sds 0.028 vs 0.334 from 3 seeds (ratio 0.08): the log-sd rule alone
+    # says 2 seeds, fewer than the 3 that just got no verdict.
+    judged = verdict(SpreadRatio(0.028, 0.334, 0.084, 0.0, 1.0, 0.95, 3, 72), "a", "b")
+    assert judged.seeds_needed == 5
+    assert "about 5 seeds would be needed to detect a ratio of 0.08" in judged.text
