@@ -5,12 +5,16 @@ SmolLM2's config.json and tokenizer.json (the 540 MB weights do not travel to a 
 machine, so the SmolLM2-shaped model here is random-init: same architecture, same cost).
 
 1. A real training run through ``ptlib.train`` (LSTM encoder in fp32, the frozen LM's weights
-   cast to bf16 once): loss before and after, seconds per step, LM unchanged.
+   cast to bf16 once): loss before and after, seconds per step, LM unchanged; then the same
+   run with ``TrainConfig(compile=True)`` (the opt-in ``torch.compile`` of the decoder layers).
 2. bf16 against fp32 on the same prompt: difference in mean NLL.
 3. Soft-prompt training throughput (tokens/s) and model-FLOPs utilisation for the SmolLM2 shape
    and a ~1B Llama shape at several batch sizes. FLOPs per token: forward 2N plus
    activation-gradient 2N (the LM is frozen, so no weight gradients), N the transformer-body
-   parameters, plus the LM head at target positions and attention scores.
+   parameters, plus the LM head at target positions and attention scores. The frozen LM in
+   bf16 (ptlib's default on CUDA); fp32 weights were measured in an earlier run.
+
+``--device cpu --quick`` smoke-tests the script on a CPU (few steps, small batches).
 """
 
 import argparse
@@ -20,12 +24,13 @@ import time
 from pathlib import Path
 
 import torch
+from roofline import synchronize
 from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 from ptlib.data import load_task
 from ptlib.encoders import build_encoder
 from ptlib.model import random_lm
-from ptlib.objective import evaluate, make_batch
+from ptlib.objective import evaluate, make_batch, resolve_precision
 from ptlib.template import parse_template
 from ptlib.train import TrainConfig, train, training_step
 
@@ -70,81 +75,100 @@ def throughput(lm, facts, batch_size: int, steps: int = 10, warmup: int = 3) -> 
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-3)
     for step in range(warmup + steps):
         if step == warmup:
-            torch.cuda.synchronize()
+            synchronize(lm.device)
             started = time.perf_counter()
         training_step(lm, template, [rows], encoder, optimizer, precision="bf16")
-    torch.cuda.synchronize()
+    synchronize(lm.device)
     seconds = (time.perf_counter() - started) / steps
     flops = flops_per_step(lm, batch)
     return {"batch": batch_size, "seq_len": batch.input_ids.shape[1],
             "seconds_per_step": seconds,
             "tokens_per_s": int(batch.attention_mask.sum()) / seconds,
             "tflops": flops / seconds / 1e12, "mfu": flops / seconds / DENSE_BF16_PEAK,
-            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+            "peak_mem_gib": (torch.cuda.max_memory_allocated() / 2**30
+                             if lm.device.type == "cuda" else None)}
 
 
 def lm_checksum(lm) -> float:
     return sum(float(p.double().sum()) for p in lm.model.parameters())
 
 
+def training_run(lm, task, steps: int, compile_layers: bool) -> dict:
+    """``ptlib.train`` end to end at the defaults (bf16 on CUDA), with or without compile."""
+    before = lm_checksum(lm)
+    config = TrainConfig(encoder="lstm", steps=steps, batch_size=16, lr=3e-3,
+                         eval_every=max(1, steps // 3), precision="auto", compile=compile_layers)
+    started = time.perf_counter()
+    result = train(lm, TEMPLATE, task.split("train"), task.split("dev"), config,
+                   show_progress=False)
+    seconds = time.perf_counter() - started
+    tail = min(10, steps)
+    return {"model": lm.name, "precision": resolve_precision("auto", lm.device),
+            "compile": compile_layers, "steps": config.steps,
+            "loss_first": sum(result.history.loss[:tail]) / tail,
+            "loss_last": sum(result.history.loss[-tail:]) / tail,
+            "seconds_per_step_incl_evals_and_compile": seconds / config.steps,
+            "dev_em": result.history.dev_p_at_1, "prompt": result.prompt,
+            "lm_unchanged": lm_checksum(lm) == before,
+            "lm_grads_none": all(p.grad is None for p in lm.model.parameters())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--assets", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--train-steps", type=int, default=150)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--train-steps", type=int, default=120)
+    parser.add_argument("--quick", action="store_true", help="a smoke test for a CPU")
     args = parser.parse_args()
-    report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
-              "python": platform.python_version()}
+    on_cuda = torch.device(args.device).type == "cuda"
+    report = {"gpu": torch.cuda.get_device_name(0) if on_cuda else "cpu",
+              "torch": torch.__version__, "python": platform.python_version()}
     import transformers
     report["transformers"] = transformers.__version__
     print(json.dumps(report), flush=True)
     task = load_task("capital_of")
     tokenizer = smollm2_tokenizer(args.assets)
+    steps = 3 if args.quick else args.train_steps
 
-    lm = random_lm(smollm2_config(args.assets), tokenizer, seed=0, device="cuda",
-                   name="smollm2-135m-shape (random init)")
-    before = lm_checksum(lm)
-    config = TrainConfig(encoder="lstm", steps=args.train_steps, batch_size=16, lr=3e-3,
-                         eval_every=50, precision="auto")
-    started = time.perf_counter()
-    result = train(lm, TEMPLATE, task.split("train"), task.split("dev"), config,
-                   show_progress=False)
-    seconds = time.perf_counter() - started
-    report["training_run"] = {
-        "model": lm.name, "precision_resolved": "bf16 (auto on CUDA)",
-        "steps": config.steps, "loss_first_10": sum(result.history.loss[:10]) / 10,
-        "loss_last_10": sum(result.history.loss[-10:]) / 10,
-        "seconds_per_step_incl_evals": seconds / config.steps,
-        "dev_p_at_1": result.history.dev_p_at_1,
-        "lm_unchanged": lm_checksum(lm) == before,
-        "lm_grads_none": all(p.grad is None for p in lm.model.parameters()),
-    }
-    print(json.dumps(report["training_run"]), flush=True)
-    prompt = result.prompt.to(lm.device)
+    report["training_runs"] = []
+    for compiled in (False, True):  # a fresh model each: compile_layers works in place
+        lm = random_lm(smollm2_config(args.assets), tokenizer, seed=0, device=args.device,
+                       name="smollm2-135m-shape (random init)")
+        run = training_run(lm, task, steps, compiled)
+        prompt = run.pop("prompt").to(lm.device)
+        report["training_runs"].append(run)
+        print(json.dumps(run), flush=True)
     dev = task.split("dev")
     fp32 = evaluate(lm, parse_template(TEMPLATE), dev, prompt=prompt, precision="fp32").nll
     bf16 = evaluate(lm, parse_template(TEMPLATE), dev, prompt=prompt, precision="bf16").nll
     report["bf16_vs_fp32_dev_nll"] = {"fp32": fp32, "bf16": bf16,
                                       "relative_difference": abs(bf16 - fp32) / abs(fp32)}
     print(json.dumps(report["bf16_vs_fp32_dev_nll"]), flush=True)
+    del lm
 
     report["throughput"] = []
     facts = task.split("train")
     shapes = [("smollm2-135m", smollm2_config(args.assets), [16, 128, 512, 2048]),
               ("llama-1b", llama_1b_config(len(tokenizer)), [16, 128, 512, 1024])]
-    for name, shape, sizes in shapes:
-        for weights in (torch.float32, torch.bfloat16):
-            model = random_lm(shape, tokenizer, seed=0, device="cuda", dtype=weights, name=name)
-            params = sum(p.numel() for p in model.model.parameters())
-            for size in sizes:
+    for name, shape, sizes in shapes[:1] if args.quick else shapes:
+        model = random_lm(shape, tokenizer, seed=0, device=args.device, dtype=torch.bfloat16,
+                          name=name)
+        params = sum(p.numel() for p in model.model.parameters())
+        for size in sizes[:1] if args.quick else sizes:
+            if on_cuda:
                 torch.cuda.reset_peak_memory_stats()
-                row = {"model": name, "params": params, "weights": str(weights)}
-                row |= throughput(model, facts, size)
-                report["throughput"].append(row)
-                print(json.dumps(row), flush=True)
-            del model
+            row = {"model": name, "params": params, "weights": "torch.bfloat16"}
+            row |= throughput(model, facts, size, steps=1 if args.quick else 10)
+            report["throughput"].append(row)
+            print(json.dumps(row), flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(report, indent=2))
+        del model
+        if on_cuda:
             torch.cuda.empty_cache()
-    args.out.write_text(json.dumps(report, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from gpu_check import smollm2_config, smollm2_tokenizer
+from roofline import synchronize
 
 from ptlib import TrainConfig, distributed, load_task, train
 from ptlib.model import random_lm
@@ -33,15 +34,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--shard-lm", action="store_true")
+    parser.add_argument("--cpu", action="store_true", help="gloo on CPU: a smoke test here")
     args = parser.parse_args()
     ranks = distributed.init_from_env()
-    if not dist.is_initialized():  # world size 1: still go through nccl
-        dist.init_process_group("nccl", init_method="tcp://127.0.0.1:29533", rank=0,
-                                world_size=1)
-    device = f"cuda:{ranks.local_rank}"
-    torch.cuda.set_device(device)
+    if not dist.is_initialized():  # world size 1: still go through the backend, with the
+        # rendezvous torchrun describes in MASTER_ADDR / MASTER_PORT (env://)
+        dist.init_process_group("gloo" if args.cpu else "nccl")
+    device = "cpu" if args.cpu else f"cuda:{ranks.local_rank}"
+    if not args.cpu:
+        torch.cuda.set_device(device)
+    # bf16 at load: a sharded model cannot be cast afterwards (LM.weights_in)
     lm = random_lm(smollm2_config(args.assets), smollm2_tokenizer(args.assets),
-                   device="cpu" if args.shard_lm else device, name="smollm2-shape")
+                   device="cpu" if args.shard_lm else device, dtype=torch.bfloat16,
+                   name="smollm2-shape")
     if args.shard_lm:
         distributed.shard_lm(lm.model)
         lm.model.to(device)
@@ -49,15 +54,17 @@ def main() -> None:
     task = load_task("capital_of")
     config = TrainConfig(encoder="lstm", steps=args.steps, batch_size=16, eval_every=25,
                          precision="bf16")
-    torch.cuda.synchronize()
+    synchronize(lm.device)
     started = time.perf_counter()
     result = train(lm, TEMPLATE, task.split("train"), task.split("dev"), config,
                    show_progress=False)
-    torch.cuda.synchronize()
+    synchronize(lm.device)
     seconds = (time.perf_counter() - started) / args.steps
-    peak = distributed.all_gather(torch.cuda.max_memory_allocated() / 2**30, ranks)
+    peak = distributed.all_gather(None if args.cpu else
+                                  torch.cuda.max_memory_allocated() / 2**30, ranks)
     if ranks.is_main:
-        report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+        report = {"gpu": "cpu" if args.cpu else torch.cuda.get_device_name(0),
+                  "torch": torch.__version__,
                   "backend": dist.get_backend(), "world": dist.get_world_size(),
                   "shard_lm": args.shard_lm, "steps": args.steps,
                   "seconds_per_step_incl_evals": seconds,

@@ -66,23 +66,31 @@ def useful_flops(lm, batch, workload: str) -> float:
 
 def matmul_rate(lm, batch, dtype: torch.dtype, repeats: int = 5) -> float:
     """GFLOP/s of the body's and the head's matrix multiplies at this batch's shapes: (B*T, d)
-    times each projection of one layer, and (B*Ty, d) times the head."""
+    times each projection of one layer, and (B*Ty, d) times the head, on the LM's device."""
     config = lm.model.config
     d, ff = config.hidden_size, config.intermediate_size
     kv = config.num_key_value_heads * (d // config.num_attention_heads)
     rows, targets = batch.input_ids.numel(), batch.target_ids.numel()
     shapes = [(rows, d, d), (rows, d, kv), (rows, d, kv), (rows, d, d), (rows, d, ff),
               (rows, d, ff), (rows, ff, d), (targets, d, config.vocab_size)]
-    operands = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype))
-                for m, k, n in shapes]
+    operands = [(torch.randn(m, k, dtype=dtype, device=lm.device),
+                 torch.randn(k, n, dtype=dtype, device=lm.device)) for m, k, n in shapes]
     flops = sum(2 * m * k * n for m, k, n in shapes)
     timings = []
-    for _ in range(repeats):
+    for _ in range(repeats + 1):  # the first round warms the kernels up and is dropped
+        synchronize(lm.device)
         started = time.perf_counter()
         for a, b in operands:
             a @ b
+        synchronize(lm.device)
         timings.append(time.perf_counter() - started)
-    return flops / statistics.median(timings) / 1e9
+    return flops / statistics.median(timings[1:]) / 1e9
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a wall-clock timer measures it; nothing on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class Workloads:

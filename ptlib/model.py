@@ -193,6 +193,27 @@ def _prefer_fast_attention(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def compile_layers(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
+    """Compile each decoder layer of a frozen causal LM in place with ``torch.compile``.
+
+    Opt-in speed for large batches on CUDA (``TrainConfig.compile``): the compiler fuses the
+    memory-bound pieces of a layer (RMSNorm, rotary embedding, SiLU gate), which at the course's
+    short rows take more GPU time than the matrix multiplies (``bench/gpu_profile.py``). Layers,
+    not the whole model: the embedding keeps its per-batch prompt hook and the attention mask is
+    built outside the compiled code. The first batches pay the compilation (seconds to minutes);
+    on CPU it rarely pays. Compiling twice is a no-op. Returns ``model``.
+    """
+    body = getattr(model, "base_model", model)
+    layers = getattr(body, "layers", None) or getattr(body, "h", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ModelError(f"{type(model).__name__} has no decoder layer list (layers or h) to "
+                         "compile")
+    for layer in layers:
+        if getattr(layer, "_compiled_call_impl", None) is None:
+            layer.compile(backend=backend)
+    return model
+
+
 def load_lm(name: str = DEFAULT_MODEL, device: str | torch.device = "auto",
             dtype: torch.dtype = torch.float32) -> LM:
     """Load a frozen causal LM.

@@ -21,12 +21,13 @@ from ptlib.data import Fact
 from ptlib.distributed import Ranks
 from ptlib.encoders import ENCODERS, FREE_INITS, FreeVectors, PromptEncoder, build_encoder
 from ptlib.errors import ConfigError, TrainingError
-from ptlib.model import LM
+from ptlib.model import LM, compile_layers
 from ptlib.objective import (
     PRECISIONS,
     Evaluation,
     batch_scores,
     evaluate,
+    frozen_model,
     make_batch,
     resolve_precision,
 )
@@ -36,6 +37,9 @@ from ptlib.template import Template, parse_template
 
 SCHEDULES = ("constant", "linear", "cosine")
 CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+SPEED_ONLY = ("compile",)  # TrainConfig fields that change speed, not results
 
 
 @dataclass
@@ -65,6 +69,8 @@ class TrainConfig:
                                     "cast to bf16 once)", PRECISIONS)
     checkpoint_every: int = option(0, "steps between checkpoints when a folder is given; 0 "
                                       "saves at every evaluation")
+    compile: bool = option(False, "torch.compile the frozen LM's decoder layers (opt-in: pays "
+                                  "off on CUDA at large batches, rarely on CPU)")
 
     def __post_init__(self):
         check_choices(self)
@@ -89,6 +95,11 @@ class TrainConfig:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def outcome_dict(self) -> dict:
+        """``as_dict`` without the fields that change speed but not the run's math
+        (``SPEED_ONLY``): what a checkpoint or a study record must agree on."""
+        return {k: v for k, v in self.as_dict().items() if k not in SPEED_ONLY}
+
 
 def _positive(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -111,6 +122,11 @@ class History:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def outcome_dict(self) -> dict:
+        """``as_dict`` without the fields that change speed but not the run's math
+        (``SPEED_ONLY``): what a checkpoint or a study record must agree on."""
+        return {k: v for k, v in self.as_dict().items() if k not in SPEED_ONLY}
 
 
 @dataclass
@@ -240,7 +256,8 @@ def _check_resumable(saved: dict, config: TrainConfig, template: Template,
     if saved.get("template") != template.text:
         raise ConfigError(f"the checkpoint was written for template {saved.get('template')!r}, "
                           f"not {template.text!r}: use a fresh folder or the same template")
-    before, now = dict(saved.get("config") or {}), config.as_dict()
+    before, now = dict(saved.get("config") or {}), config.outcome_dict()
+    before = {k: v for k, v in before.items() if k not in SPEED_ONLY}
     changed = sorted(k for k in now.keys() | before.keys()
                      if k != "steps" and before.get(k) != now.get(k))
     if changed:
@@ -275,6 +292,8 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
     if not train_facts or not dev_facts:
         raise ConfigError("train needs at least one train fact and one dev fact")
     precision = resolve_precision(config.precision, lm.device)
+    if config.compile:
+        compile_layers(frozen_model(lm, precision))
     ranks = distributed.current()
     run = _Run(lm, template, config, initial_prompt)
     path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
