@@ -32,7 +32,19 @@ from pathlib import Path
 from ptlib.errors import DataError, TemplateError
 from ptlib.template import parse_template
 
-DATA_DIR = Path(str(importlib.resources.files("ptlib.tasks")))  # data/ in a checkout
+
+
+def _data_dir() -> Path:
+    """The tasks folder: the installed ``ptlib.tasks`` package (data/ in an editable install),
+    else data/ beside the package in a source checkout put on PYTHONPATH without installing
+    it (as on a lent GPU machine)."""
+    try:
+        return Path(str(importlib.resources.files("ptlib.tasks")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "data"
+
+
+DATA_DIR = _data_dir()
 SPLITS = ("train", "dev", "test")
 FILE_SUFFIXES = (".jsonl", ".json", ".tsv", ".txt")
 SPLIT_FRACTIONS = (0.5, 0.2, 0.3)  # train, dev, test (P-Tuning's LAMA setting keeps test large)
