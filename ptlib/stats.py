@@ -54,6 +54,7 @@ Outcomes = np.ndarray | Sequence[Sequence[float]]  # one method's (S, F) outcome
 MAX_SEEDS = 100  # the largest seed count a verdict will suggest
 MIN_SPREAD_SEEDS = 5  # below this a spread gets no interval: see _spread_verdict
 MIN_RESAMPLES = 100  # fewer cannot place the ends of a 95% percentile interval
+FLOOR = 0.1  # fractions within FLOOR of 0 or 1 get no spread verdict: see _spread_verdict
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ class SpreadRatio:
     confidence: float  # e.g. 0.95
     n_seeds: int       # S
     n_facts: int       # F
+    mean_a: float = math.nan  # mean outcome of A over its (S, F) matrix
+    mean_b: float = math.nan  # the same for B
+    fractions: bool = False   # every outcome lies in [0, 1] (exact match): FLOOR applies
 
 
 @dataclass(frozen=True)
@@ -170,8 +174,10 @@ def sd_ratio(a: Outcomes, b: Outcomes, *, resamples: int = 2000, confidence: flo
     sd_a, sd_b = _seed_sd(means_a, all_seeds)[0], _seed_sd(means_b, all_seeds)[0]
     replicates = _ratio(_seed_sd(means_a, seed_counts), _seed_sd(means_b, seed_counts))  # (R,)
     low, high = _percentile(replicates, confidence)
+    fractions = bool(((a >= 0) & (a <= 1) & (b >= 0) & (b <= 1)).all())
     return SpreadRatio(float(sd_a), float(sd_b), float(_ratio(sd_a, sd_b)), float(low),
-                       float(high), confidence, n_seeds, n_facts)
+                       float(high), confidence, n_seeds, n_facts, float(a.mean()),
+                       float(b.mean()), fractions)
 
 
 def verdict(comparison: Difference | SpreadRatio, name_a: str, name_b: str, *,
@@ -188,7 +194,11 @@ def verdict(comparison: Difference | SpreadRatio, name_a: str, name_b: str, *,
     replicates, so the percentile ends are artefacts. Its seed count then comes from the
     log-sd rule instead: the log of an sd from n seeds has a standard error of about
     1/sqrt(2(n-1)), a log ratio of two about 1/sqrt(n-1), and the answer is the fewest n at
-    which 1.96 of those is below |log ratio|. ``unit`` labels a difference.
+    which 1.96 of those is below |log ratio|. A spread of fractions (exact match) is not
+    compared when either mean lies within FLOOR of 0 or 1: seeds that nearly all fail (or all
+    succeed) agree by failing, so a small sd there is the floor, not steadiness (the course's
+    study found N(0,1) vectors "steadier" than the LSTM at mean EM 0.02 against 0.20).
+    ``unit`` labels a difference.
     """
     if isinstance(comparison, Difference):
         return _difference_verdict(comparison, name_a, name_b, unit)
@@ -221,6 +231,9 @@ def _spread_verdict(c: SpreadRatio, name_a: str, name_b: str) -> Verdict:
                 f"({c.confidence:.0%} CI {low:.2f} to {high:.2f}; "
                 f"{c.n_seeds} seeds x {c.n_facts} facts)")
 
+    edge = _at_the_edge(c, name_a, name_b)
+    if edge:
+        return Verdict("spread not compared", f"spread not compared: {edge}", None)
     label = "no difference in spread detectable at this size"
     if c.n_seeds < MIN_SPREAD_SEEDS:
         needed = _spread_seeds_needed(c.ratio)
@@ -244,6 +257,24 @@ def _spread_verdict(c: SpreadRatio, name_a: str, name_b: str) -> Verdict:
     return Verdict(label, f"{label} between {name_a} and {name_b}: "
                    f"{claim(name_a, name_b, (c.sd_a, c.sd_b), c.ratio, c.low, c.high)}; "
                    f"{_seeds_phrase(needed, f'a ratio of {c.ratio:.2f}')}", needed)
+
+
+def _at_the_edge(c: SpreadRatio, name_a: str, name_b: str) -> str:
+    """Why a spread of fractions cannot be compared (a mean within FLOOR of 0 or 1), or ""."""
+    if not c.fractions:
+        return ""
+    reasons = []
+    for name, mean in ((name_a, c.mean_a), (name_b, c.mean_b)):
+        if mean < FLOOR:
+            reasons.append(f"{name} is at the floor (mean {mean:.3f} < {FLOOR:g}): its seeds "
+                           "nearly all fail, and agree by failing")
+        elif mean > 1 - FLOOR:
+            reasons.append(f"{name} is at the ceiling (mean {mean:.3f} > {1 - FLOOR:g}): its "
+                           "seeds nearly all succeed, and agree by succeeding")
+    if not reasons:
+        return ""
+    return (f"{'; '.join(reasons)}. Seed sd {c.sd_a:.3f} vs {c.sd_b:.3f} does not measure "
+            "steadiness there")
 
 
 def _spread_seeds_needed(ratio: float) -> int | None:

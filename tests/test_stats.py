@@ -10,6 +10,7 @@ from ptlib.stats import (
     SpreadRatio,
     outcome_matrix,
     paired_difference,
+    FLOOR,
     sd_ratio,
     verdict,
 )
@@ -111,7 +112,8 @@ def test_always_right_against_always_wrong_is_exactly_one():
 
 
 def test_no_spread_in_either_method_is_a_ratio_of_one():
-    result = sd_ratio(np.ones((4, 5)), np.zeros((4, 5)), resamples=200)
+    half, three_fifths = np.tile([1.0, 0.0], (4, 5)), np.tile([1.0, 0.0, 1.0, 0.0, 1.0], (4, 2))
+    result = sd_ratio(half, three_fifths, resamples=200)
     assert (result.sd_a, result.sd_b, result.ratio, result.low, result.high) == (0, 0, 1, 1, 1)
     judged = verdict(result, "LSTM", "MLP")
     assert judged.label == "no difference in spread detectable at this size"
@@ -246,3 +248,40 @@ def test_a_large_spread_gap_from_three_seeds_still_asks_for_five():
     judged = verdict(SpreadRatio(0.028, 0.334, 0.084, 0.0, 1.0, 0.95, 3, 72), "a", "b")
     assert judged.seeds_needed == 5
     assert "about 5 seeds would be needed to detect a ratio of 0.08" in judged.text
+
+
+# ---- the floor and the ceiling ----
+
+def test_a_method_at_the_floor_gets_no_spread_verdict():
+    """The study's case: N(0,1) vectors at mean EM 0.02 looked "steadier" than the LSTM at 0.20
+    (sd 0.031 vs 0.108); seeds that all fail agree by failing."""
+    rng = np.random.default_rng(6)
+    failing = (rng.random((10, 50)) < 0.03).astype(float)  # mean about 0.03
+    learning = (rng.random((10, 50)) < rng.uniform(0.05, 0.4, (10, 1))).astype(float)
+    ratio = sd_ratio(failing, learning)
+    assert ratio.fractions and ratio.mean_a < FLOOR <= ratio.mean_b
+    judged = verdict(ratio, "free N(0,1)", "LSTM")
+    assert judged.label == "spread not compared"
+    assert judged.seeds_needed is None
+    assert judged.text.startswith(f"spread not compared: free N(0,1) is at the floor (mean "
+                                  f"{ratio.mean_a:.3f} < 0.1): its seeds nearly all fail")
+    assert "LSTM is at" not in judged.text
+
+
+def test_a_method_at_the_ceiling_gets_no_spread_verdict_either():
+    rng = np.random.default_rng(7)
+    acing = (rng.random((10, 50)) < 0.97).astype(float)
+    middling = (rng.random((10, 50)) < rng.uniform(0.3, 0.7, (10, 1))).astype(float)
+    judged = verdict(sd_ratio(middling, acing), "manual", "LSTM")
+    assert judged.label == "spread not compared"
+    assert "LSTM is at the ceiling" in judged.text and "manual is at" not in judged.text
+
+
+def test_the_floor_applies_to_fractions_only():
+    """Scores that are not fractions (a log-probability, say) have no floor at 0."""
+    rng = np.random.default_rng(8)
+    steady = rng.normal(0.0, 0.1, (10, 20)) - 0.01 * np.arange(10)[:, None]
+    shaky = rng.normal(0.0, 0.1, (10, 20)) + rng.normal(0.0, 1.0, (10, 1))
+    ratio = sd_ratio(steady, shaky)
+    assert not ratio.fractions
+    assert verdict(ratio, "steady", "shaky").label == "steady steadier"
