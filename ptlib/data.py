@@ -33,7 +33,6 @@ from ptlib.errors import DataError, TemplateError
 from ptlib.template import parse_template
 
 
-
 def _data_dir() -> Path:
     """The tasks folder: the installed ``ptlib.tasks`` package (data/ in an editable install),
     else data/ beside the package in a source checkout put on PYTHONPATH without installing

@@ -6,11 +6,11 @@ import pytest
 
 from ptlib.errors import ConfigError
 from ptlib.stats import (
+    FLOOR,
     Difference,
     SpreadRatio,
     outcome_matrix,
     paired_difference,
-    FLOOR,
     sd_ratio,
     verdict,
 )
