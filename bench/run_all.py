@@ -2,7 +2,7 @@
 
 Each benchmark writes ``bench/results/<name>.json`` (its log goes to ``bench/results/<name>.log``);
 this script then renders them, with the machine and the command, into one Markdown report,
-plus a summary of the GPU check recorded earlier on a lent H200 (``bench/gpu_check_h200.json``,
+plus a summary of the GPU session recorded on a lent H200 (``bench/gpu_*_nvidia_h200.json``,
 not rerun here).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/run_all.py            # or: make bench (~30-40 min)
@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH_DIR, RESULTS_DIR, machine_info  # noqa: E402
 
 BENCHMARKS = ("roofline", "bf16_accuracy", "peft_vs_ptlib", "autoprompt_efficiency", "memory")
-GPU_FILE = BENCH_DIR / "gpu_check_h200.json"
 REPORT = BENCH_DIR / "RESULTS.md"
 
 
@@ -237,24 +236,88 @@ def bf16_section(data: dict) -> list[str]:
 
 
 def gpu_section() -> list[str]:
-    if not GPU_FILE.exists():
+    """The lent-GPU session (``bench/gpu_session.sh``) as recorded in ``bench/*_<GPU>.json``."""
+    check = _gpu_file("gpu_check")
+    if check is None:
         return []
-    data = json.loads(GPU_FILE.read_text())
-    run = data["training_run"]
-    out = ["## GPU (recorded earlier on a lent H200; summarised from `bench/gpu_check_h200.json`,"
-           " not rerun)", "",
-           f"{data['gpu']}, torch {data['torch']}, transformers {data['transformers']}. "
-           f"`ptlib.train` end to end ({run['model']}, {run['precision_resolved']}, "
-           f"{run['steps']} steps): {run['seconds_per_step_incl_evals']:.3f} s/step including "
-           f"evaluations, LM unchanged {run['lm_unchanged']}. bf16 vs fp32 dev NLL relative "
-           f"difference {data['bf16_vs_fp32_dev_nll']['relative_difference']:.1e}.", "",
-           "Soft-prompt training throughput (forward + activation backward of the frozen LM; "
-           "random-init weights of the stated shape; MFU against 989 TFLOP/s dense bf16):", ""]
-    rows = [[t["model"], f"{t['params'] / 1e6:.0f}M", t["weights"].replace("torch.", ""),
-             t["batch"], t["seq_len"], f"{t['tokens_per_s']:,.0f}", f"{t['tflops']:.1f}",
-             f"{100 * t['mfu']:.2f}%", f"{t['peak_mem_gib']:.1f}"] for t in data["throughput"]]
-    return out + table(["model", "params", "weights", "batch", "seq len", "tokens/s", "TFLOP/s",
-                        "MFU", "peak GiB"], rows)
+    out = [f"## GPU (recorded on a lent {check['gpu']} by `bash bench/gpu_session.sh`; "
+           "summarised from `bench/gpu_*_" f"{GPU_NAME}.json`, not rerun here)", "",
+           f"torch {check['torch']}, transformers {check['transformers']}; random-init "
+           "weights of the stated shapes. Every timed step is `ptlib.train.training_step`, "
+           "which builds its batch from the facts and syncs for the loss, as training does. "
+           "This run predates the per-fact tokenisation cache of `ptlib.template`: every step "
+           "tokenised its facts again on the CPU, time the GPU spent waiting (`python "
+           "bench/batch_build.py` on the 2-core CPU here: 43 ms for 1,024 facts with the cache "
+           "cold, 8 ms warm).", ""]
+    out += table(["training run", "precision", "compile", "steps", "s/step (evals, compile)",
+                  "loss first -> last 10", "LM unchanged"],
+                 [[r["model"], r["precision"], r["compile"], r["steps"],
+                   f"{r['seconds_per_step_incl_evals_and_compile']:.3f}",
+                   f"{r['loss_first']:.2f} -> {r['loss_last']:.2f}",
+                   r["lm_unchanged"] and r["lm_grads_none"]] for r in check["training_runs"]])
+    out += ["", "bf16 vs fp32 dev NLL relative difference "
+            f"{check['bf16_vs_fp32_dev_nll']['relative_difference']:.1e}.", "",
+            "Throughput (MFU against 989 TFLOP/s dense bf16):", ""]
+    out += table(["model", "batch", "seq len", "tokens/s", "TFLOP/s", "MFU", "peak GiB"],
+                 [[t["model"], t["batch"], t["seq_len"], f"{t['tokens_per_s']:,.0f}",
+                   f"{t['tflops']:.1f}", f"{100 * t['mfu']:.1f}%", f"{t['peak_mem_gib']:.1f}"]
+                  for t in check["throughput"]])
+    return out + _gpu_profile_lines() + _gpu_peft_lines() + _gpu_distributed_lines()
+
+
+GPU_NAME = "nvidia_h200"  # the file suffix gpu_session.sh derived from nvidia-smi
+
+
+def _gpu_file(name: str) -> dict | None:
+    path = BENCH_DIR / f"{name}_{GPU_NAME}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _gpu_profile_lines() -> list[str]:
+    data = _gpu_file("gpu_profile")
+    if data is None:
+        return []
+    out = ["", f"Where the step goes ({data['model']}, bf16; `bench/gpu_profile.py`): the "
+           "step's own matrix multiplies timed at its shapes in the same run give the "
+           "machine's limit.", ""]
+    out += table(["variant", "batch", "seq len", "real tokens", "tokens/s", "MFU",
+                  "matmul TFLOP/s at these shapes", "fraction of matmul rate"],
+                 [[r["variant"], r["batch"], r["seq_len"], r["real_tokens"],
+                   f"{r['tokens_per_s']:,.0f}", f"{100 * r['mfu']:.1f}%",
+                   f"{r['matmul_tflops_at_these_shapes']:.0f}",
+                   f"{r['fraction_of_matmul_rate']:.2f}"] for r in data["rows"]])
+    kernels = [k for k in data["top_kernels"] if k["device_ms"] > 0][:6]
+    out += ["", "Top device operators of one plain step: " + "; ".join(
+        f"{k['name']} {k['device_ms']:.1f} ms" for k in kernels) + "."]
+    return out + [f"Failed variants: {len(data['errors'])}."] if data["errors"] else out
+
+
+def _gpu_peft_lines() -> list[str]:
+    data = _gpu_file("gpu_peft_ratio")
+    if data is None:
+        return []
+    out = ["", f"ptlib / PEFT step time on the GPU (`bench/gpu_peft_ratio.py`, {data['shape']} "
+           f"shape, batch {data['batch_size']}, {data['rounds']} interleaved rounds of "
+           f"{data['block']} steps; below 1 means ptlib is faster):", ""]
+    return out + table(["variant", "ptlib/PEFT (median of rounds)", "ptlib s/step",
+                         "PEFT s/step"],
+                        [[name, f"{r['median_of_round_ratios']:.2f}",
+                          f"{r['median_step_s'][0]:.4f}", f"{r['median_step_s'][1]:.4f}"]
+                         for name, r in data["ratios_ptlib_over_peft"].items()])
+
+
+def _gpu_distributed_lines() -> list[str]:
+    runs = [d for d in (_gpu_file("gpu_distributed"), _gpu_file("gpu_distributed_fsdp2")) if d]
+    if not runs:
+        return []
+    out = ["", "Distributed path (`torchrun bench/gpu_distributed.py`, `ptlib.train` over every "
+           "visible GPU):", ""]
+    return out + table(["backend", "world", "LM sharded (FSDP2)", "steps", "s/step (evals)",
+                        "loss first -> last", "peak GiB per rank"],
+                       [[d["backend"], d["world"], d["shard_lm"], d["steps"],
+                         f"{d['seconds_per_step_incl_evals']:.3f}",
+                         f"{d['loss_first']:.2f} -> {d['loss_last']:.2f}",
+                         ", ".join(f"{g:.2f}" for g in d["peak_gib_per_rank"])] for d in runs])
 
 
 def render(quick: bool, runs: dict) -> str:

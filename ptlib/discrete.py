@@ -218,10 +218,11 @@ def register_proposer(name: str):
     return register
 
 
-def _one_slot_swaps(state: SearchState, position: int, tokens: torch.Tensor) -> torch.Tensor:
-    """The current prompt with slot ``position`` set to each of ``tokens`` (k,): (k, L)."""
-    prompts = state.slots.repeat(len(tokens), 1)
-    prompts[:, position] = tokens
+def one_slot_swaps(slot_ids: torch.Tensor, position: int, tokens: torch.Tensor) -> torch.Tensor:
+    """The prompt ``slot_ids`` (L,) with slot ``position`` set to each of ``tokens`` (k,):
+    (k, L), one prompt per row."""
+    prompts = slot_ids.repeat(len(tokens), 1)
+    prompts[:, position] = tokens.to(prompts.device)
     return prompts
 
 
@@ -233,7 +234,7 @@ def propose_hotflip(state: SearchState) -> Proposal:
     grad_facts = _sample(state.train_facts, config.batch_size, state.generator)
     grad = slot_gradient(state.lm, state.template, grad_facts, state.slots, config.precision)
     tokens = hotflip_candidates(state.lm, grad[position], state.allowed, config.num_candidates)
-    return Proposal(_one_slot_swaps(state, position, tokens), 3 * len(grad_facts))
+    return Proposal(one_slot_swaps(state.slots, position, tokens), 3 * len(grad_facts))
 
 
 @register_proposer("random")
@@ -241,7 +242,7 @@ def propose_random(state: SearchState) -> Proposal:
     """Random search: one random slot, k distinct allowed tokens drawn uniformly; free."""
     position = int(torch.randint(state.template.num_slots, (1,), generator=state.generator))
     tokens = random_candidates(state.allowed, state.config.num_candidates, state.generator)
-    return Proposal(_one_slot_swaps(state, position, tokens), 0)
+    return Proposal(one_slot_swaps(state.slots, position, tokens), 0)
 
 
 def search(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: list[Fact],

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ptlib.data import Fact
-from ptlib.discrete import hotflip_candidates, slot_gradient
+from ptlib.discrete import hotflip_candidates, one_slot_swaps, slot_gradient
 from ptlib.model import LM
 from ptlib.objective import make_batch, score_candidates
 from ptlib.template import Template
@@ -30,9 +30,8 @@ def swap_gains(lm: LM, template: Template, facts: list[Fact], slot_ids: torch.Te
     """
     num, width = pool.shape
     slot_ids = slot_ids.detach().cpu().long()
-    trials = slot_ids.repeat(num * width + 1, 1)  # (1 + L k, L); row 0 is the prompt itself
-    for slot in range(num):
-        trials[1 + slot * width : 1 + (slot + 1) * width, slot] = pool[slot].cpu()
+    swaps = [one_slot_swaps(slot_ids, slot, pool[slot]) for slot in range(num)]  # (k, L) each
+    trials = torch.cat([slot_ids[None], *swaps])  # (1 + L k, L); row 0 is the prompt itself
     values = score_candidates(lm, make_batch(lm, template, facts), trials.to(lm.device),
                               precision=precision).cpu()  # (1 + L k,)
     return (values[1:] - values[0]).view(num, width)

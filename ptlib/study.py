@@ -26,6 +26,7 @@ the runner cuts it off before it appends.
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -590,19 +591,59 @@ def format_claims(verdicts: list[tuple[str, str, object]], missing: bool = False
     return "\n".join(lines)
 
 
+def claim_tally(verdicts: list[tuple[str, str, object]],
+                claims: list[tuple] = COURSE_CLAIMS) -> str:
+    """Each claim's verdicts counted over relations, one line per claim: which method was ahead
+    (or steadier) on how many relations, and where the runs could not tell or did not compare.
+    ``verdicts`` as ``claim_verdicts`` gives them."""
+    labels = {claim: (label_a, label_b) for claim, label_a, label_b, _ in claims}
+    outcomes: dict[str, dict[str, list[str]]] = {}
+    for relation, claim, verdict in verdicts:
+        outcome = "no runs in the study" if isinstance(verdict, str) else verdict.label
+        for label in labels[claim]:
+            outcome = outcome.replace(f"{label} ({relation})", label)
+        outcomes.setdefault(claim, {}).setdefault(outcome, []).append(relation)
+    lines = []
+    for claim, by_outcome in outcomes.items():
+        total = sum(len(relations) for relations in by_outcome.values())
+        parts = [f"{outcome} on {len(relations)} of {total} ({', '.join(relations)})"
+                 for outcome, relations in sorted(by_outcome.items(), key=lambda kv: -len(kv[1]))]
+        lines.append(f"- {claim}: {'; '.join(parts)}")
+    return "\n".join(lines)
+
+
+def course_study() -> "Study | None":
+    """The course's study as its files are now; None when its config is not here (ptlib
+    installed without the repository). Loaded once per state of the results file, so the
+    cells of a notebook share one read."""
+    if not COURSE_STUDY.exists():
+        return None
+    config = StudyConfig.from_file(COURSE_STUDY)
+    results = config.results
+    stamp = (results.stat().st_mtime_ns, results.stat().st_size) if results.exists() else None
+    return _study_as_of(COURSE_STUDY, stamp)
+
+
+@functools.lru_cache(maxsize=1)
+def _study_as_of(path: Path, stamp: tuple | None) -> "Study":
+    return Study.load(path)
+
+
 def course_rows() -> list[dict]:
     """``Study.summary_rows()`` of the course's study (for ``plots.study_strip``); empty when
     its config or results are not here."""
-    return Study.load(COURSE_STUDY).summary_rows() if COURSE_STUDY.exists() else []
+    study = course_study()
+    return study.summary_rows() if study is not None else []
 
 
 def course_verdicts(notebook: str | None = None) -> str:
-    """What the course's study says, as text for a notebook cell: the verdicts on the claims
-    ``notebook`` ("02" to "06") discusses, or with None the relation x method table and every
-    claim. Says so instead when the study config or its results are not here."""
-    if not COURSE_STUDY.exists():
+    """What the course's study says, as text for a notebook cell: for the claims ``notebook``
+    ("02" to "06") discusses, or with None the relation x method table and every claim, a
+    tally over relations and then each verdict. Says so instead when the study config or its
+    results are not here."""
+    study = course_study()
+    if study is None:
         return "The course's study config is not here (ptlib installed without the repository)."
-    study = Study.load(COURSE_STUDY)
     planned = len(plan(study.config))
     if not study.records:
         return (f"No results from the course's study here yet ({study.config.results.name}): "
@@ -610,9 +651,11 @@ def course_verdicts(notebook: str | None = None) -> str:
     claims = COURSE_CLAIMS if notebook is None else CLAIMS_BY_NOTEBOOK[notebook]
     header = (f"The course's study ({study.config.results.name}): {len(study.records)} of "
               f"{planned} planned runs recorded.")
-    verdicts = format_claims(claim_verdicts(study, claims)) or "none of these claims run yet"
+    verdicts = claim_verdicts(study, claims)
     table = "" if notebook is not None else f"{study.summary_table()}\n\n"
-    return f"{header}\n{table}{verdicts}"
+    tally = claim_tally(verdicts, claims)
+    detail = format_claims(verdicts) or "none of these claims run yet"
+    return f"{header}\n{table}Over the relations:\n{tally}\n\nRelation by relation:\n{detail}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ slots ``[P]``. The target object is always appended after the template, separate
 AutoPrompt fills the slots with token ids, P-Tuning with vectors; both go through ``build_batch``.
 """
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -116,13 +117,24 @@ def encode_target(tokenizer, obj: str) -> list[int]:
     return tokenizer(" " + obj, add_special_tokens=False).input_ids
 
 
-def _encode_example(tokenizer, template: Template, subject: str, obj: str):
-    """Ids of one (prompt + target) sequence, its slot indices and its target ids."""
+def _encode_example(tokenizer, template: Template, subject: str, obj: str
+                    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Ids of one (prompt + target) sequence, its slot indices and its target ids.
+
+    Cached per tokenizer (and its pad id, which fills the slots), template and pair: training
+    meets every fact once per epoch, and at a GPU's batch sizes tokenising them again each
+    step cost as much as the step itself (``bench/gpu_profile.py``)."""
+    return _encode_cached(tokenizer, tokenizer.pad_token_id, template, subject, obj)
+
+
+@functools.lru_cache(maxsize=2**16)
+def _encode_cached(tokenizer, pad_id: int, template: Template, subject: str, obj: str
+                   ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     ids, slots = [], []
     for chunk in template.chunks(subject):
         if chunk is None:
             slots.append(max(slots, default=-1) + 1)
-            ids.append(tokenizer.pad_token_id)
+            ids.append(pad_id)
         else:
             piece = tokenizer(chunk, add_special_tokens=False).input_ids
             ids.extend(piece)
@@ -130,7 +142,7 @@ def _encode_example(tokenizer, template: Template, subject: str, obj: str):
     target = encode_target(tokenizer, obj)
     if not target:
         raise TemplateError(f"object {obj!r} of subject {subject!r} tokenises to nothing")
-    return ids + target, slots + [-1] * len(target), target
+    return tuple(ids + target), tuple(slots + [-1] * len(target)), tuple(target)
 
 
 def build_batch(tokenizer, template: Template, subjects: list[str], objects: list[str],
@@ -150,23 +162,25 @@ def build_batch(tokenizer, template: Template, subjects: list[str], objects: lis
     width = max(len(ids) for ids, _, _ in encoded)
     target_width = max(len(t) for _, _, t in encoded)
     pad = tokenizer.pad_token_id
-    shape = (len(encoded), width)
-    input_ids = torch.full(shape, pad, dtype=torch.long)
-    mask = torch.zeros(shape, dtype=torch.long)
-    slot_index = torch.full(shape, -1, dtype=torch.long)
-    target_ids = torch.full((len(encoded), target_width), pad, dtype=torch.long)
-    target_positions = torch.zeros((len(encoded), target_width), dtype=torch.long)
-    target_mask = torch.zeros((len(encoded), target_width), dtype=torch.bool)
-    for row, (ids, slots, target) in enumerate(encoded):
-        start = width - len(ids) if padding_side == "left" else 0
-        span = slice(start, start + len(ids))
-        input_ids[row, span] = torch.tensor(ids)
-        mask[row, span] = 1
-        slot_index[row, span] = torch.tensor(slots)
-        first_target = start + len(ids) - len(target)
-        target_ids[row, : len(target)] = torch.tensor(target)
-        target_positions[row, : len(target)] = torch.arange(len(target)) + first_target - 1
-        target_mask[row, : len(target)] = True
+
+    def padded(row: tuple, fill, length: int = width) -> list:
+        gap = [fill] * (length - len(row))
+        return gap + list(row) if padding_side == "left" else list(row) + gap
+
+    input_ids = torch.tensor([padded(ids, pad) for ids, _, _ in encoded], dtype=torch.long)
+    mask = torch.tensor([padded((1,) * len(ids), 0) for ids, _, _ in encoded], dtype=torch.long)
+    slot_index = torch.tensor([padded(slots, -1) for _, slots, _ in encoded], dtype=torch.long)
+    target_ids = torch.tensor([list(t) + [pad] * (target_width - len(t))
+                               for _, _, t in encoded], dtype=torch.long)
+    # target j of a row sits at (row start + len(ids) - len(target) + j); its logit one earlier
+    ends = [(width if padding_side == "left" else len(ids)) - len(t) - 1
+            for ids, _, t in encoded]
+    target_positions = torch.tensor([[end + j for j in range(len(t))]
+                                     + [0] * (target_width - len(t))
+                                     for end, (_, _, t) in zip(ends, encoded, strict=True)],
+                                    dtype=torch.long)
+    target_mask = torch.tensor([[True] * len(t) + [False] * (target_width - len(t))
+                                for _, _, t in encoded], dtype=torch.bool)
     position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
     return Batch(input_ids, mask, position_ids, slot_index, target_ids, target_positions,
                  target_mask)

@@ -268,3 +268,29 @@ def test_course_rows_give_each_seed_for_the_strip_plot(uninterrupted, monkeypatc
     lstm = [r for r in records if r["method"] == "lstm"]
     assert rows["lstm"]["seed_means"] == [float(np.mean(r["test"]["exact"])) for r in lstm]
     assert rows["manual"]["seeds"] == 0 and len(rows["manual"]["seed_means"]) == 1
+
+
+def test_claim_tally_counts_each_outcome_over_relations():
+    def said(label: str) -> stats.Verdict:
+        return stats.Verdict(label, label, None)
+
+    claims = [("level", "lstm", "free_normal", False), ("spread", "lstm", "free_normal", True)]
+    verdicts = [("a", "level", said("lstm (a) ahead")), ("b", "level", said("lstm (b) ahead")),
+                ("c", "level", said("free_normal (c) ahead")),
+                ("a", "spread", said("spread not compared")),
+                ("b", "spread", "not in the study yet (no runs)")]
+    assert study.claim_tally(verdicts, claims).splitlines() == [
+        "- level: lstm ahead on 2 of 3 (a, b); free_normal ahead on 1 of 3 (c)",
+        "- spread: spread not compared on 1 of 2 (a); no runs in the study on 1 of 2 (b)"]
+
+
+def test_the_course_study_is_read_once_per_state_of_its_results(uninterrupted, monkeypatch):
+    config, _, _ = uninterrupted
+    monkeypatch.setattr(study, "COURSE_STUDY", config.results.parent / "study.json")
+    first = study.course_study()
+    assert study.course_study() is first  # the cells of a notebook share one read
+    lines = config.results.read_text().splitlines(keepends=True)
+    config.results.write_text("".join(lines[:-1]))  # the results file changed: read again
+    again = study.course_study()
+    assert again is not first and len(again.records) == len(first.records) - 1
+    config.results.write_text("".join(lines))
