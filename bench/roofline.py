@@ -7,11 +7,13 @@ template of ``peft_vs_ptlib.py`` (9 slots + `` {x} ->``):
 - ``eval``: one forward-only evaluation batch of 32 facts (``batch_scores`` under no_grad);
 - ``score``: AutoPrompt candidate scoring, 10 candidates (+ the current prompt) x 16 facts.
 
-Each runs in three precisions: ``fp32``; ``bf16_autocast``, fp32 weights under
+Each runs in four variants: ``fp32``; ``bf16_autocast``, fp32 weights under
 ``torch.autocast`` (what ptlib's ``precision="bf16"`` did before 2026-11-30, kept here as the
-reference); and ``bf16``, ptlib's ``precision="bf16"`` now: the frozen LM's weights cast to bf16
-once (``LM.weights_in``), no autocast. The contenders are timed interleaved, round by round, in
-one process.
+reference); ``bf16``, ptlib's ``precision="bf16"`` now: the frozen LM's weights cast to bf16
+once (``LM.weights_in``), no autocast; and ``bf16_compiled``, the same on a second copy of the
+LM whose decoder layers are compiled (``compile_layers``, the opt-in ``TrainConfig.compile``;
+compilation happens in the warm-up, outside the timings). The contenders are timed
+interleaved, round by round, in one process.
 
 Reported per (workload, precision): the median seconds; the useful GFLOP/s, counting only real
 tokens (padding excluded): the transformer body's forward, 2 x params x tokens plus attention,
@@ -20,7 +22,7 @@ the matmul GFLOP/s this machine reaches at the same matrix shapes in the same dt
 in the same run; the fraction of it the workload reaches; and the padding share. Then the top
 operators of each training step by self CPU time (torch.profiler).
 
-    .venv/bin/python bench/roofline.py            # about 5 minutes on 2 cores
+    .venv/bin/python bench/roofline.py            # about 7 minutes on 2 cores
 """
 
 import argparse
@@ -36,12 +38,13 @@ from _common import write_result  # noqa: E402
 
 from ptlib import load_lm, load_task  # noqa: E402
 from ptlib.encoders import build_encoder  # noqa: E402
+from ptlib.model import compile_layers  # noqa: E402
 from ptlib.objective import batch_scores, make_batch, score_candidates  # noqa: E402
 from ptlib.template import parse_template  # noqa: E402
 from ptlib.train import training_step  # noqa: E402
 
 TEMPLATE = "[P]" * 9 + " {x} ->"
-PRECISIONS = ("fp32", "bf16_autocast", "bf16")
+PRECISIONS = ("fp32", "bf16_autocast", "bf16", "bf16_compiled")  # compiled: compile_layers
 SIZES = {"train": 16, "eval": 32, "score": 16}
 CANDIDATES = 10
 
@@ -96,8 +99,9 @@ def synchronize(device: torch.device) -> None:
 class Workloads:
     """The three workloads, runnable in each precision against a shared set of inputs."""
 
-    def __init__(self, lm, facts):
+    def __init__(self, lm, facts, compiled_lm):
         self.lm = lm
+        self.compiled_lm = compiled_lm  # another copy, its bf16 decoder layers compiled
         self.template = parse_template(TEMPLATE)
         self.facts = facts
         self.encoders = {}
@@ -117,23 +121,24 @@ class Workloads:
     def run(self, workload: str, precision: str) -> None:
         autocast = torch.autocast("cpu", dtype=torch.bfloat16,
                                   enabled=precision == "bf16_autocast")
-        ptlib_precision = "bf16" if precision == "bf16" else "fp32"
+        ptlib_precision = "bf16" if precision in ("bf16", "bf16_compiled") else "fp32"
+        lm = self.compiled_lm if precision == "bf16_compiled" else self.lm
         with autocast:
-            self._run(workload, precision, ptlib_precision)
+            self._run(lm, workload, precision, ptlib_precision)
 
-    def _run(self, workload: str, precision: str, ptlib_precision: str) -> None:
+    def _run(self, lm, workload: str, precision: str, ptlib_precision: str) -> None:
         if workload == "train":
             encoder, optimizer = self.encoders[precision]
-            training_step(self.lm, self.template, [self.rows("train")], encoder, optimizer,
+            training_step(lm, self.template, [self.rows("train")], encoder, optimizer,
                           ptlib_precision)
             return
         with torch.no_grad():
             batch = self.batch(workload)
             if workload == "eval":
                 prompt = self.encoders[precision][0]()
-                batch_scores(self.lm, batch, prompt=prompt, precision=ptlib_precision)
+                batch_scores(lm, batch, prompt=prompt, precision=ptlib_precision)
             else:
-                score_candidates(self.lm, batch, self.candidates, precision=ptlib_precision)
+                score_candidates(lm, batch, self.candidates, precision=ptlib_precision)
 
 
 def timed(work: Workloads, rounds: int) -> dict:
@@ -166,8 +171,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 2
-    lm = load_lm(device="cpu")
-    work = Workloads(lm, load_task("capital_of").split("train"))
+    lm, compiled = load_lm(device="cpu"), load_lm(device="cpu")
+    compile_layers(compiled.weights_in(torch.bfloat16))
+    work = Workloads(lm, load_task("capital_of").split("train"), compiled)
     seconds = timed(work, args.rounds)
     rows = []
     for workload in SIZES:

@@ -123,11 +123,6 @@ class History:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def outcome_dict(self) -> dict:
-        """``as_dict`` without the fields that change speed but not the run's math
-        (``SPEED_ONLY``): what a checkpoint or a study record must agree on."""
-        return {k: v for k, v in self.as_dict().items() if k not in SPEED_ONLY}
-
 
 @dataclass
 class TrainResult:
