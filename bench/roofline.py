@@ -22,7 +22,7 @@ the matmul GFLOP/s this machine reaches at the same matrix shapes in the same dt
 in the same run; the fraction of it the workload reaches; and the padding share. Then the top
 operators of each training step by self CPU time (torch.profiler).
 
-    .venv/bin/python bench/roofline.py            # about 7 minutes on 2 cores
+    .venv/bin/python bench/roofline.py            # about 3 minutes on 2 cores
 """
 
 import argparse

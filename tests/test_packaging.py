@@ -73,3 +73,17 @@ def test_course_tooling_is_imported_on_first_use():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "True"
+
+
+def test_ptlib_runs_from_a_checkout_that_is_not_installed():
+    """A lent GPU machine gets the checkout on PYTHONPATH, not an install: ``ptlib.tasks`` (the
+    installed name of data/) is missing there, and the tasks are found beside the package."""
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in "
+            "getattr(f, '__module__', '')]; sys.path[:] = [p for p in sys.path if '__editable__' "
+            f"not in p]; sys.path.insert(0, {str(ROOT)!r}); import ptlib.data as d; "
+            "print(d.__file__); print(d.DATA_DIR); print(len(d.load_task('capital_of').facts))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == str(ROOT / "ptlib" / "data.py")
+    assert out[1] == str(ROOT / "data")
+    assert int(out[2]) > 0
