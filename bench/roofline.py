@@ -23,9 +23,15 @@ in the same run; the fraction of it the workload reaches; and the padding share.
 operators of each training step by self CPU time (torch.profiler).
 
     .venv/bin/python bench/roofline.py            # about 3 minutes on 2 cores
+
+Run it with OpenMP's default waiting, as a notebook runs: with ``OMP_WAIT_POLICY=PASSIVE`` (what
+the other benchmarks set, see ``peft_vs_ptlib.py``) the bf16 training step took 0.461 s against
+0.297 s on the same idle machine (``bench/results/roofline_omp_passive.json``): its many small
+elementwise operators pay for every thread wake-up.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -203,6 +209,7 @@ def main(argv=None) -> None:
         for op in ops:
             print(f"  {op['op'][:40]:40s} {op['self_ms']:8.1f} ms  {100 * op['share']:5.1f}%")
     write_result("roofline", {"command": "python bench/roofline.py", "template": TEMPLATE,
+                              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
                               "batch_sizes": SIZES, "candidates": CANDIDATES,
                               "rounds": args.rounds, "rows": rows,
                               "top_operators_train": operators})
