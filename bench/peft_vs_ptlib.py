@@ -44,7 +44,7 @@ from pathlib import Path
 
 # GNU OpenMP's default spin-waiting makes torch 4-7x slower on an oversubscribed CPU (measured
 # on the shared 2-core machine). Passive waiting is not free when the machine is idle (the bf16
-# training step 1.55x slower in bench/roofline.py) but it is the same for both contenders here.
+# training step 1.43x slower in bench/roofline.py) but it is the same for both contenders here.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 

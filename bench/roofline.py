@@ -25,9 +25,10 @@ operators of each training step by self CPU time (torch.profiler).
     .venv/bin/python bench/roofline.py            # about 3 minutes on 2 cores
 
 Run it with OpenMP's default waiting, as a notebook runs: with ``OMP_WAIT_POLICY=PASSIVE`` (what
-the other benchmarks set, see ``peft_vs_ptlib.py``) the bf16 training step took 0.461 s against
-0.297 s on the same idle machine (``bench/results/roofline_omp_passive.json``): its many small
-elementwise operators pay for every thread wake-up.
+the other benchmarks set, see ``peft_vs_ptlib.py``) the bf16 training step took 0.461 s
+(``bench/results/roofline_omp_passive.json``) against 0.323 s with the default
+(``bench/results/roofline.json``), both on an idle machine: its many small elementwise
+operators pay for every thread wake-up.
 """
 
 import argparse
