@@ -242,7 +242,7 @@ def _resolved(config: StudyConfig, spec: RunSpec, task: Task) -> dict:
     fields = dict(config.train, lr=spec.lr, steps=spec.steps, seed=spec.seed, encoder=encoder)
     if init is not None:
         fields["init"] = init
-    return TrainConfig(**fields).outcome_dict()
+    return TrainConfig(**fields).identity()
 
 
 def run_key(config: StudyConfig, spec: RunSpec, task: Task) -> str:

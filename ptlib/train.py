@@ -39,7 +39,9 @@ SCHEDULES = ("constant", "linear", "cosine")
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
-SPEED_ONLY = ("compile",)  # TrainConfig fields that change speed, not results
+# TrainConfig fields added after checkpoints and study records were written, with their
+# defaults: left out of a config's identity while at the default, so those still match.
+LATER_FIELDS = {"compile": False}
 
 
 @dataclass
@@ -69,8 +71,9 @@ class TrainConfig:
                                     "cast to bf16 once)", PRECISIONS)
     checkpoint_every: int = option(0, "steps between checkpoints when a folder is given; 0 "
                                       "saves at every evaluation")
-    compile: bool = option(False, "torch.compile the frozen LM's decoder layers (opt-in: pays "
-                                  "off on CUDA at large batches, rarely on CPU)")
+    compile: bool = option(False, "torch.compile the frozen LM's decoder layers (opt-in: "
+                                  "faster steps after a one-time compile; the kernels round "
+                                  "differently, so a run ends elsewhere than uncompiled)")
 
     def __post_init__(self):
         check_choices(self)
@@ -95,10 +98,16 @@ class TrainConfig:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def outcome_dict(self) -> dict:
-        """``as_dict`` without the fields that change speed but not the run's math
-        (``SPEED_ONLY``): what a checkpoint or a study record must agree on."""
-        return {k: v for k, v in self.as_dict().items() if k not in SPEED_ONLY}
+    def identity(self) -> dict:
+        """What a checkpoint or a study record is matched on: ``as_dict`` less the
+        ``LATER_FIELDS`` that sit at their defaults. ``compile=True`` stays in: compiled
+        kernels round differently, and in bf16 a 60-step course run ends elsewhere (seed 0 on
+        capital_of: best dev EM 0.464 uncompiled, 0.536 compiled)."""
+        return _identity(self.as_dict())
+
+
+def _identity(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
 
 def _positive(name: str, value) -> None:
@@ -251,8 +260,7 @@ def _check_resumable(saved: dict, config: TrainConfig, template: Template,
     if saved.get("template") != template.text:
         raise ConfigError(f"the checkpoint was written for template {saved.get('template')!r}, "
                           f"not {template.text!r}: use a fresh folder or the same template")
-    before, now = dict(saved.get("config") or {}), config.outcome_dict()
-    before = {k: v for k, v in before.items() if k not in SPEED_ONLY}
+    before, now = _identity(dict(saved.get("config") or {})), config.identity()
     changed = sorted(k for k in now.keys() | before.keys()
                      if k != "steps" and before.get(k) != now.get(k))
     if changed:

@@ -1,11 +1,13 @@
 """The resumable study runner (ptlib.study) on the tiny model: a study interrupted by a limit, a
 crash mid-write and an exception resumes to the same results file as an uninterrupted one."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
+import ptlib
 from ptlib import stats, study
 from ptlib.errors import ConfigError, DataError
 
@@ -294,3 +296,16 @@ def test_the_course_study_is_read_once_per_state_of_its_results(uninterrupted, m
     again = study.course_study()
     assert again is not first and len(again.records) == len(first.records) - 1
     config.results.write_text("".join(lines))
+
+
+def test_compile_enters_a_run_key_only_when_on(uninterrupted):
+    """Records written before TrainConfig.compile existed keep their keys; compiled runs round
+    differently, so they are other runs."""
+    config, _, _ = uninterrupted
+    spec = next(s for s in study.plan(config) if s.method == "lstm")
+    task = ptlib.load_task(spec.relation)
+    key = study.run_key(config, spec, task)
+    assert study.run_key(dataclasses.replace(config, train=config.train | {"compile": False}),
+                         spec, task) == key
+    assert study.run_key(dataclasses.replace(config, train=config.train | {"compile": True}),
+                         spec, task) != key

@@ -430,12 +430,14 @@ def test_compiled_training_follows_the_eager_run(facts):
     torch.testing.assert_close(compiled.prompt, eager.prompt, rtol=1e-4, atol=1e-5)
 
 
-def test_a_checkpoint_resumes_with_compile_switched_or_missing(tiny, facts, tmp_path):
-    """compile changes speed, not the run: it may differ on resume, and a checkpoint written
-    before the field existed still resumes."""
+def test_a_checkpoint_from_before_compile_resumes_but_switching_compile_is_refused(
+        tiny, facts, tmp_path):
+    """A checkpoint written before the compile field existed resumes (compile=False is its
+    identity); switching compile on resume is refused: compiled kernels round differently."""
     saved = {"template": TEMPLATE, "config": config(steps=4).as_dict()}
-    train_module._check_resumable(saved, config(steps=4, compile=True),
-                                  ptlib.parse_template(TEMPLATE), 4)
+    with pytest.raises(ConfigError, match=r"other settings \(compile\)"):
+        train_module._check_resumable(saved, config(steps=4, compile=True),
+                                      ptlib.parse_template(TEMPLATE), 4)
     run(tiny, facts, config(steps=4), checkpoint_dir=tmp_path)
     path = tmp_path / CHECKPOINT_FILE
     tensors, meta = load_state(path)
@@ -443,3 +445,9 @@ def test_a_checkpoint_resumes_with_compile_switched_or_missing(tiny, facts, tmp_
     save_state(path, tensors, meta)
     extended = run(tiny, facts, config(steps=6), checkpoint_dir=tmp_path, resume=True)
     assert extended.history.step == list(range(1, 7))
+
+
+def test_identity_leaves_out_later_fields_only_at_their_defaults():
+    assert "compile" not in config().identity()
+    assert config(compile=True).identity()["compile"] is True
+    assert config().identity() == {k: v for k, v in config().as_dict().items() if k != "compile"}
