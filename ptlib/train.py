@@ -101,8 +101,9 @@ class TrainConfig:
     def identity(self) -> dict:
         """What a checkpoint or a study record is matched on: ``as_dict`` less the
         ``LATER_FIELDS`` that sit at their defaults. ``compile=True`` stays in: compiled
-        kernels round differently, and in bf16 a 60-step course run ends elsewhere (seed 0 on
-        capital_of: best dev EM 0.464 uncompiled, 0.536 compiled)."""
+        kernels round differently, and in bf16 a 60-step course run ends elsewhere
+        (``bench/compile_cost.py``, seed 0 on capital_of: best dev EM 0.464 uncompiled, 0.536
+        compiled)."""
         return _identity(self.as_dict())
 
 
