@@ -593,9 +593,9 @@ def format_claims(verdicts: list[tuple[str, str, object]], missing: bool = False
 
 def claim_tally(verdicts: list[tuple[str, str, object]],
                 claims: list[tuple] = COURSE_CLAIMS) -> str:
-    """Each claim's verdicts counted over relations, one line per claim: which method was ahead
-    (or steadier) on how many relations, and where the runs could not tell or did not compare.
-    ``verdicts`` as ``claim_verdicts`` gives them."""
+    """Each claim's verdicts counted over relations: the claim, then one line per outcome (which
+    method was ahead or steadier, on how many relations; where the runs could not tell or did
+    not compare). ``verdicts`` as ``claim_verdicts`` gives them."""
     labels = {claim: (label_a, label_b) for claim, label_a, label_b, _ in claims}
     outcomes: dict[str, dict[str, list[str]]] = {}
     for relation, claim, verdict in verdicts:
@@ -606,9 +606,9 @@ def claim_tally(verdicts: list[tuple[str, str, object]],
     lines = []
     for claim, by_outcome in outcomes.items():
         total = sum(len(relations) for relations in by_outcome.values())
-        parts = [f"{outcome} on {len(relations)} of {total} ({', '.join(relations)})"
-                 for outcome, relations in sorted(by_outcome.items(), key=lambda kv: -len(kv[1]))]
-        lines.append(f"- {claim}: {'; '.join(parts)}")
+        lines.append(f"- {claim}:")
+        lines += [f"    {outcome} on {len(relations)} of {total} ({', '.join(relations)})"
+                  for outcome, relations in sorted(by_outcome.items(), key=lambda kv: -len(kv[1]))]
     return "\n".join(lines)
 
 

@@ -282,8 +282,9 @@ def test_claim_tally_counts_each_outcome_over_relations():
                 ("a", "spread", said("spread not compared")),
                 ("b", "spread", "not in the study yet (no runs)")]
     assert study.claim_tally(verdicts, claims).splitlines() == [
-        "- level: lstm ahead on 2 of 3 (a, b); free_normal ahead on 1 of 3 (c)",
-        "- spread: spread not compared on 1 of 2 (a); no runs in the study on 1 of 2 (b)"]
+        "- level:", "    lstm ahead on 2 of 3 (a, b)", "    free_normal ahead on 1 of 3 (c)",
+        "- spread:", "    spread not compared on 1 of 2 (a)",
+        "    no runs in the study on 1 of 2 (b)"]
 
 
 def test_the_course_study_is_read_once_per_state_of_its_results(uninterrupted, monkeypatch):
