@@ -30,7 +30,7 @@ def seconds(build, repeats: int, clear: bool) -> float:
     times = []
     for _ in range(repeats):
         if clear:
-            templates._encode_cached.cache_clear()
+            templates._encode_example.cache_clear()
         started = time.perf_counter()
         build()
         times.append(time.perf_counter() - started)

@@ -32,29 +32,14 @@ from gpu_check import (  # noqa: E402
     llama_1b_config,
     smollm2_config,
     smollm2_tokenizer,
+    timed_steps,
 )
-from roofline import matmul_rate, synchronize  # noqa: E402
+from roofline import matmul_rate  # noqa: E402
 
 from ptlib.data import Fact, load_task  # noqa: E402
-from ptlib.encoders import build_encoder  # noqa: E402
 from ptlib.model import compile_layers, random_lm  # noqa: E402
 from ptlib.objective import make_batch  # noqa: E402
 from ptlib.template import parse_template  # noqa: E402
-from ptlib.train import training_step  # noqa: E402
-
-
-def timed_steps(lm, rows, steps: int, warmup: int) -> float:
-    """Mean seconds of ``steps`` training steps after ``warmup`` (compilation)."""
-    template = parse_template(TEMPLATE)
-    encoder = build_encoder("lstm", template.num_slots, lm.embeddings, seed=0).to(lm.device)
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-3)
-    for step in range(warmup + steps):
-        if step == warmup:
-            synchronize(lm.device)
-            started = time.perf_counter()
-        training_step(lm, template, [rows], encoder, optimizer, precision="bf16")
-    synchronize(lm.device)
-    return (time.perf_counter() - started) / steps
 
 
 def measure(lm, rows, label: str, steps: int, warmup: int) -> dict:
