@@ -12,7 +12,8 @@ machine, so the SmolLM2-shaped model here is random-init: same architecture, sam
    and a ~1B Llama shape at several batch sizes. FLOPs per token: forward 2N plus
    activation-gradient 2N (the LM is frozen, so no weight gradients), N the transformer-body
    parameters, plus the LM head at target positions and attention scores. The frozen LM in
-   bf16 (ptlib's default on CUDA); fp32 weights were measured in an earlier run.
+   bf16 (ptlib's default on CUDA); fp32 weights were measured in an earlier run. Model FLOPs
+   count real tokens only (``bench/roofline.useful_flops``).
 
 ``--device cpu --quick`` smoke-tests the script on a CPU (few steps, small batches).
 """
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from roofline import synchronize
+from roofline import synchronize, useful_flops
 from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 from ptlib.data import load_task
@@ -53,20 +54,6 @@ def llama_1b_config(vocab: int) -> LlamaConfig:
                        max_position_embeddings=2048, tie_word_embeddings=True)
 
 
-def flops_per_step(lm, batch) -> float:
-    """Model FLOPs of one soft-prompt training step (forward + activation gradients)."""
-    config = lm.model.config
-    body = sum(p.numel() for n, p in lm.model.named_parameters() if "embed" not in n
-               and "lm_head" not in n)
-    tokens = int(batch.attention_mask.sum())
-    seq = batch.input_ids.shape[1]
-    targets = int(batch.target_mask.sum())
-    attention = 4 * seq * config.hidden_size * config.num_hidden_layers  # QK^T and AV, per token
-    forward = 2 * body * tokens + attention * tokens + 2 * config.hidden_size * \
-        config.vocab_size * targets
-    return 2 * forward  # forward + activation gradients of the same size
-
-
 def timed_steps(lm, rows, steps: int, warmup: int) -> float:
     """Mean seconds of ``steps`` of ptlib's own ``training_step`` on ``rows`` (LSTM, bf16)
     after ``warmup`` steps (kernel selection, compilation)."""
@@ -86,7 +73,7 @@ def throughput(lm, facts, batch_size: int, steps: int = 10, warmup: int = 3) -> 
     rows = [facts[i % len(facts)] for i in range(batch_size)]
     batch = make_batch(lm, parse_template(TEMPLATE), rows)
     seconds = timed_steps(lm, rows, steps, warmup)
-    flops = flops_per_step(lm, batch)
+    flops = useful_flops(lm, batch, "train")
     return {"batch": batch_size, "seq_len": batch.input_ids.shape[1],
             "seconds_per_step": seconds,
             "tokens_per_s": int(batch.attention_mask.sum()) / seconds,
@@ -156,7 +143,7 @@ def main() -> None:
     report["throughput"] = []
     facts = task.split("train")
     shapes = [("smollm2-135m", smollm2_config(args.assets), [16, 128, 512, 2048]),
-              ("llama-1b", llama_1b_config(len(tokenizer)), [16, 128, 512, 1024])]
+              ("llama-1b", llama_1b_config(len(tokenizer)), [16, 128, 512, 1024, 2048])]
     for name, shape, sizes in shapes[:1] if args.quick else shapes:
         model = random_lm(shape, tokenizer, seed=0, device=args.device, dtype=torch.bfloat16,
                           name=name)

@@ -7,7 +7,8 @@
 #
 # 1. bench/gpu_check.py       real ptlib.train runs on CUDA (plain and compile=True), bf16 vs
 #                             fp32, throughput and MFU (SmolLM2 and ~1B Llama shapes, random init)
-# 2. bench/gpu_profile.py     top kernels, padding, long rows and ptlib's opt-in
+# 2. bench/gpu_profile.py     device busy time, top operators, packed against padded rows,
+#                             long rows and ptlib's opt-in
 #                             compile_layers at the 1B shape, against the matmul rate
 # 3. bench/gpu_peft_ratio.py  ptlib / PEFT step time, each with its defaults, interleaved
 # 4. bench/gpu_distributed.py torchrun over every visible GPU with nccl, replicated and FSDP2

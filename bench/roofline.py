@@ -19,8 +19,9 @@ Reported per (workload, precision): the median seconds; the useful GFLOP/s, coun
 tokens (padding excluded): the transformer body's forward, 2 x params x tokens plus attention,
 the LM head at target positions, and for ``train`` the activation backward of the same size;
 the matmul GFLOP/s this machine reaches at the same matrix shapes in the same dtype, measured
-in the same run; the fraction of it the workload reaches; and the padding share. Then the top
-operators of each training step by self CPU time (torch.profiler).
+in the same run; the fraction of it the workload reaches; and the padding share (since
+``ptlib.packing``, only the filler that ends a packed row). Then the top operators of each
+training step by self CPU time (torch.profiler).
 
     .venv/bin/python bench/roofline.py            # about 3 minutes on 2 cores
 
@@ -47,6 +48,7 @@ from ptlib import load_lm, load_task  # noqa: E402
 from ptlib.encoders import build_encoder  # noqa: E402
 from ptlib.model import compile_layers  # noqa: E402
 from ptlib.objective import batch_scores, make_batch, score_candidates  # noqa: E402
+from ptlib.packing import pack  # noqa: E402
 from ptlib.template import parse_template  # noqa: E402
 from ptlib.train import training_step  # noqa: E402
 
@@ -75,12 +77,13 @@ def useful_flops(lm, batch, workload: str) -> float:
 
 
 def matmul_rate(lm, batch, dtype: torch.dtype, repeats: int = 5) -> float:
-    """GFLOP/s of the body's and the head's matrix multiplies at this batch's shapes: (B*T, d)
-    times each projection of one layer, and (B*Ty, d) times the head, on the LM's device."""
+    """GFLOP/s of the body's and the head's matrix multiplies at the shapes this batch runs
+    at: (R*C, d), the packed tokens (``ptlib.packing``), times each projection of one layer,
+    and (B*Ty, d) times the head, on the LM's device."""
     config = lm.model.config
     d, ff = config.hidden_size, config.intermediate_size
     kv = config.num_key_value_heads * (d // config.num_attention_heads)
-    rows, targets = batch.input_ids.numel(), batch.target_ids.numel()
+    rows, targets = pack(batch).source.numel(), batch.target_ids.numel()
     shapes = [(rows, d, d), (rows, d, kv), (rows, d, kv), (rows, d, d), (rows, d, ff),
               (rows, d, ff), (rows, ff, d), (targets, d, config.vocab_size)]
     operands = [(torch.randn(m, k, dtype=dtype, device=lm.device),
@@ -188,7 +191,7 @@ def main(argv=None) -> None:
         flops = useful_flops(lm, batch, workload)
         if workload == "score":
             flops *= CANDIDATES + 1
-        padding = 1 - batch.attention_mask.float().mean().item()
+        padding = 1 - batch.attention_mask.sum().item() / pack(batch).source.numel()
         limits = {torch.float32: matmul_rate(lm, batch, torch.float32),
                   torch.bfloat16: matmul_rate(lm, batch, torch.bfloat16)}
         for precision in PRECISIONS:

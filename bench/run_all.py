@@ -251,11 +251,9 @@ def gpu_section() -> list[str]:
            "summarised from `bench/gpu_*_" f"{GPU_NAME}.json`, not rerun here)", "",
            f"torch {check['torch']}, transformers {check['transformers']}; random-init "
            "weights of the stated shapes. Every timed step is `ptlib.train.training_step`, "
-           "which builds its batch from the facts and syncs for the loss, as training does. "
-           "This run predates the per-fact tokenisation cache of `ptlib.template`: every step "
-           "tokenised its facts again on the CPU, time the GPU spent waiting (`python "
-           "bench/batch_build.py` on the 2-core CPU here: 43 ms for 1,024 facts with the cache "
-           "cold, 8 ms warm).", ""]
+           "which builds its batch from the facts (tokens cached per fact), packs it without "
+           "padding (`ptlib.packing`) and syncs for the loss, as training does. Model FLOPs "
+           "count real tokens only.", ""]
     out += table(["training run", "precision", "compile", "steps", "s/step (evals, compile)",
                   "loss first -> last 10", "LM unchanged"],
                  [[r["model"], r["precision"], r["compile"], r["steps"],
@@ -275,6 +273,19 @@ def gpu_section() -> list[str]:
 GPU_NAME = "nvidia_h200"  # the file suffix gpu_session.sh derived from nvidia-smi
 
 
+def gpu_goals(goals: dict) -> None:
+    """The MFU goal at the 1B shape on the course's rows, from the recorded GPU profile."""
+    data = _gpu_file("gpu_profile")
+    rows = {r["variant"]: r for r in data["rows"]} if data else {}
+    for variant, label in (("plain, course rows", "GPU, 1B shape, batch 1,024 of the "
+                            "course's rows: MFU >= 40%"),
+                           ("compile_layers, course rows", "(not the default) the same with "
+                            "the opt-in compile_layers")):
+        if variant in rows:
+            mfu = rows[variant]["mfu"]
+            goals[label] = (mfu >= 0.4, f"{100 * mfu:.1f}% ({data['gpu']}, recorded)")
+
+
 def _gpu_file(name: str) -> dict | None:
     path = BENCH_DIR / f"{name}_{GPU_NAME}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -286,16 +297,23 @@ def _gpu_profile_lines() -> list[str]:
         return []
     out = ["", f"Where the step goes ({data['model']}, bf16; `bench/gpu_profile.py`): the "
            "step's own matrix multiplies timed at its shapes in the same run give the "
-           "machine's limit.", ""]
-    out += table(["variant", "batch", "seq len", "real tokens", "tokens/s", "MFU",
-                  "matmul TFLOP/s at these shapes", "fraction of matmul rate"],
-                 [[r["variant"], r["batch"], r["seq_len"], r["real_tokens"],
+           "machine's limit. \"One example a row\" is the padded layout (packing capacity 1), "
+           "timed in the same run.", ""]
+    out += table(["variant", "batch", "padded T", "packed rows x length", "real tokens",
+                  "tokens/s", "MFU", "matmul TFLOP/s at these shapes",
+                  "fraction of matmul rate"],
+                 [[r["variant"], r["batch"], r["seq_len"],
+                   f"{r['packed_rows']} x {r['packed_len']}", r["real_tokens"],
                    f"{r['tokens_per_s']:,.0f}", f"{100 * r['mfu']:.1f}%",
                    f"{r['matmul_tflops_at_these_shapes']:.0f}",
                    f"{r['fraction_of_matmul_rate']:.2f}"] for r in data["rows"]])
-    kernels = [k for k in data["top_kernels"] if k["device_ms"] > 0][:6]
-    out += ["", "Top device operators of one plain step: " + "; ".join(
-        f"{k['name']} {k['device_ms']:.1f} ms" for k in kernels) + "."]
+    for kind, profile in data["profile"].items():
+        operators = [k for k in profile["top_self"] if k["self_device_ms"] > 0][:6]
+        out += ["", f"Plain step, {kind}: {profile['step_s'] * 1e3:.0f} ms, the device busy "
+                f"{profile['device_busy_s'] * 1e3:.0f} ms of it "
+                f"({100 * profile['busy_fraction']:.0f}%); top operators by device time: "
+                + "; ".join(f"{k['name']} {k['self_device_ms']:.1f} ms" for k in operators)
+                + "."]
     return out + [f"Failed variants: {len(data['errors'])}."] if data["errors"] else out
 
 
@@ -356,6 +374,7 @@ def render(quick: bool, runs: dict) -> str:
             continue
         body += [f"<!-- {name}: measured {data['machine']['date']}, load average "
                  f"{data['machine']['load_average']} -->"] + sections[name](data)
+    gpu_goals(goals)
     if goals:
         lines += ["## Goals", ""]
         lines += table(["goal", "met", "measured"],

@@ -1,9 +1,10 @@
 """The objective every method optimises: log P(y | x, P) of the target tokens.
 
 ``input_embeddings`` writes a prompt into the slots (token ids for discrete methods, vectors for
-continuous ones), ``target_logits`` runs the frozen LM and applies the LM head only at the
-positions that predict target tokens, and ``score`` turns those logits into per-example
-log-likelihood, exact-match P@1 under teacher forcing and the rank of the first target token.
+continuous ones), ``target_logits`` runs the frozen LM on the batch's real tokens packed
+without padding (``ptlib.packing``) and applies the LM head only at the positions that predict
+target tokens, and ``score`` turns those logits into per-example log-likelihood, exact-match
+P@1 under teacher forcing and the rank of the first target token.
 """
 
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import torch
 from ptlib.data import Fact
 from ptlib.errors import ConfigError, DataError, TemplateError
 from ptlib.model import LM, native_bf16
+from ptlib.packing import pack
 from ptlib.template import Batch, Template, build_batch
 
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -59,13 +61,27 @@ def _slot_token_ids(batch: Batch, slot_ids: torch.Tensor | None) -> torch.Tensor
     return torch.where(batch.slot_index >= 0, per_row.gather(1, slot), batch.input_ids)
 
 
+def _place_prompt(embeds: torch.Tensor, slot_index: torch.Tensor, prompt: torch.Tensor,
+                  size: int) -> torch.Tensor:
+    """``embeds`` (..., d) with the prompt (L, d), or one per example (B, L, d), written where
+    ``slot_index`` (...) marks a slot.
+
+    Each of the ``size`` examples holds the L slots in order, and its tokens come before the
+    next example's in both the padded and the packed layout, so the k-th slot token in reading
+    order takes row k of the (B * L, d) example-major prompt rows. Only those B * L rows are
+    written: the gradient of a shared prompt is a sum over the examples, not an accumulation
+    of every token of the batch into L rows."""
+    rows = prompt.expand(size, -1, -1).reshape(-1, prompt.shape[-1])  # (B * L, d)
+    not_slot = (slot_index < 0).reshape(-1).to(torch.uint8)
+    where = torch.argsort(not_slot, stable=True)[: rows.shape[0]]  # slot tokens, in order
+    flat = embeds.reshape(-1, embeds.shape[-1]).index_put((where,), rows.to(embeds.dtype))
+    return flat.view_as(embeds)
+
+
 def _write_prompt(embeds: torch.Tensor, batch: Batch, prompt: torch.Tensor) -> torch.Tensor:
     """``embeds`` (B, T, d) with the prompt (L, d) or (B, L, d) written into the slots."""
     _check_slots(batch, prompt.shape[-2])
-    per_row = prompt.expand(batch.size, -1, -1)  # (B, L, d)
-    slot = batch.slot_index.clamp(min=0).unsqueeze(-1).expand(-1, -1, embeds.shape[-1])
-    gathered = per_row.gather(1, slot)  # (B, T, d)
-    return torch.where((batch.slot_index >= 0).unsqueeze(-1), gathered.to(embeds.dtype), embeds)
+    return _place_prompt(embeds, batch.slot_index, prompt, batch.size)
 
 
 def _require_prompt(batch: Batch, prompt, slot_ids) -> None:
@@ -87,33 +103,51 @@ def input_embeddings(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
     return embeds if prompt is None else _write_prompt(embeds, batch, prompt)
 
 
-def _logits_at_targets(model: torch.nn.Module, batch: Batch, **inputs) -> torch.Tensor:
-    """One call of the model's own forward on ``inputs`` (input_ids or inputs_embeds), logits
-    kept only where some row predicts a target token, gathered per row: (B, Ty, V), fp32."""
-    kept = batch.target_positions.unique()  # (K,) sorted
-    logits = model(
-        **inputs,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        logits_to_keep=kept,
-        use_cache=False,
-    ).logits  # (B, K, V)
-    where = torch.searchsorted(kept, batch.target_positions)  # (B, Ty) index into K
-    return logits.gather(1, where.unsqueeze(-1).expand(-1, -1, logits.shape[-1])).float()
+def _hidden_at_targets(targets: torch.Tensor):
+    """A forward hook for the decoder body: its last hidden states (R, C, d) cut down to the
+    target-predicting positions, (1, B * Ty, d), so the LM head runs there only."""
+    def hook(_module, _args, output):
+        hidden = output.last_hidden_state
+        output.last_hidden_state = hidden.reshape(1, -1, hidden.shape[-1])[:, targets.reshape(-1)]
+        return output
+    return hook
+
+
+def _packed_logits(model: torch.nn.Module, batch: Batch, ids: torch.Tensor | None = None,
+                   embeds: torch.Tensor | None = None, prompt: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """One call of the model's own forward on the batch packed without padding
+    (``ptlib.packing``): token ``ids`` (B, T), with ``prompt`` (L, d) or (B, L, d) written into
+    the slots by a hook on the input embedding, or H_0 ``embeds`` (B, T, d). The LM head runs
+    at the target-predicting positions only. Returns (B, Ty, V), fp32."""
+    packing = pack(batch)
+    hooks = [model.get_decoder().register_forward_hook(_hidden_at_targets(packing.targets))]
+    if prompt is not None:
+        slot_index = packing.gather(batch.slot_index)  # (R, C)
+        hooks.append(model.get_input_embeddings().register_forward_hook(
+            lambda _module, _args, out: _place_prompt(out, slot_index, prompt, batch.size)))
+    inputs = ({"input_ids": packing.gather(ids)} if embeds is None
+              else {"inputs_embeds": packing.gather(embeds)})
+    try:
+        logits = model(**inputs, position_ids=packing.position_ids, use_cache=False).logits
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return logits.view(*batch.target_ids.shape, -1).float()  # (B, Ty, V)
 
 
 def target_logits(lm: LM, batch: Batch, embeds: torch.Tensor,
                   precision: str = "fp32") -> torch.Tensor:
     """Logits at the target-predicting positions only, given H_0 ``embeds`` (B, T, d):
-    (B, Ty, V), fp32.
+    (B, Ty, V), fp32; entries past a target's length (``target_mask`` False) are unspecified.
 
     One call of the model's own forward, so whatever it applies after its LM head (Gemma-2's
-    final logit soft-capping, a logit scale) is applied here too; ``logits_to_keep`` asks it for
-    the K positions some row needs instead of full (B, T, V) logits.
+    final logit soft-capping, a logit scale) is applied here too; the head runs only at the
+    positions that predict a target token, and no padding is computed (``ptlib.packing``).
     """
     model = frozen_model(lm, precision)
     dtype = model.get_input_embeddings().weight.dtype
-    return _logits_at_targets(model, batch, inputs_embeds=embeds.to(dtype))
+    return _packed_logits(model, batch, embeds=embeds.to(dtype))
 
 
 def prompted_logits(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
@@ -130,15 +164,9 @@ def prompted_logits(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
     _require_prompt(batch, prompt, slot_ids)
     model = frozen_model(lm, precision)
     ids = _slot_token_ids(batch, slot_ids)
-    if prompt is None:
-        return _logits_at_targets(model, batch, input_ids=ids)
-    _check_slots(batch, prompt.shape[-2])
-    hook = model.get_input_embeddings().register_forward_hook(
-        lambda _module, _args, embeds: _write_prompt(embeds, batch, prompt))
-    try:
-        return _logits_at_targets(model, batch, input_ids=ids)
-    finally:
-        hook.remove()
+    if prompt is not None:
+        _check_slots(batch, prompt.shape[-2])
+    return _packed_logits(model, batch, ids=ids, prompt=prompt)
 
 
 @dataclass
