@@ -181,7 +181,10 @@ def _prefer_fast_attention(model: torch.nn.Module) -> torch.nn.Module:
     PyTorch's CPU flash-attention kernel is slow in bf16 at the course's short rows (T about
     20): ``bench/roofline.py`` found its forward and backward a quarter of a bf16 training step,
     against 2% in fp32, and eager attention (plain matmuls, softmax in fp32) made the step 1.3x
-    faster with the same logits up to bf16 rounding. CUDA and fp32 keep the model's own choice.
+    faster with the same logits up to bf16 rounding. With batches packed into rows of about 230
+    tokens (``ptlib.packing``) eager attention is still the faster one: a bf16 training step of
+    the course's 16 rows took 0.28 s eager against 0.34 s with SDPA (``bench/cpu_attention.py``).
+    CUDA and fp32 keep the model's own choice.
     """
     weight = model.get_input_embeddings().weight
     if weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
@@ -197,13 +200,13 @@ def compile_layers(model: torch.nn.Module, backend: str = "inductor") -> torch.n
     """Compile each decoder layer of a frozen causal LM in place with ``torch.compile``.
 
     Opt-in speed (``TrainConfig.compile``): the compiler fuses the memory-bound pieces of a
-    layer (RMSNorm, rotary embedding, SiLU gate), which at the course's short rows cost a large
-    share of a bf16 step: 1.21x faster training steps on the 2-core CPU
-    (``bench/roofline.py``), 1.45x at batch 1,024 of a 1B model on an H200
-    (``bench/gpu_profile.py``: 40.6% MFU against 28.0% plain). Layers, not the whole model: the embedding keeps its per-batch
-    prompt hook and the attention mask is built outside the compiled code. The first batches pay
-    the compilation (seconds to minutes), and fused kernels round differently from eager ones.
-    Compiling twice is a no-op. Returns ``model``.
+    layer (RMSNorm, rotary embedding, SiLU gate), which cost a large share of a bf16 step: 1.21x
+    faster training steps on the 2-core CPU (``bench/roofline.py``), 1.45x at batch 1,024 of a
+    1B model on an H200 (``bench/gpu_profile.py``: 40.6% MFU against 28.0% plain). Layers, not
+    the whole model: the embedding keeps its per-batch prompt hook, the attention mask is built
+    outside the compiled code, and the decoder's output hook picks the target positions. The
+    first batches pay the compilation (seconds to minutes), and fused kernels round differently
+    from eager ones. Compiling twice is a no-op. Returns ``model``.
     """
     body = getattr(model, "base_model", model)
     layers = getattr(body, "layers", None) or getattr(body, "h", None)
