@@ -5,6 +5,7 @@ contenders take turns in short blocks inside one process, so a burst of load fro
 hits them alike, and results are reported as ratios, never as absolute times from separate runs.
 """
 
+import hashlib
 import json
 import os
 import platform
@@ -22,6 +23,17 @@ from ptlib.sweep import summarise  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
+
+
+def ptlib_fingerprint() -> str:
+    """A hash of ptlib's source files. A benchmark that resumes from its recorded runs reuses
+    only those recorded under the same hash: after any change to ptlib they are run again."""
+    import ptlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(ptlib.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def cpu_model() -> str:

@@ -5,9 +5,10 @@ recipe of notebooks 04/05 (60 steps, batch 8, lr 3e-3, best-on-dev prompt), on f
 and three seeds. Each (relation, seed, precision) run scores the test facts, and the per-fact
 exact-match outcomes of bf16 and fp32 are compared with ``ptlib.stats`` (paired on seeds and
 facts), per relation and over all four. Finished runs are appended to
-``bench/results/bf16_accuracy.jsonl``, so an interrupted run resumes where it stopped.
+``bench/results/bf16_accuracy.jsonl``, so an interrupted run resumes where it stopped; only runs
+recorded by the same ptlib code (``_common.ptlib_fingerprint``) are reused.
 
-    .venv/bin/python bench/bf16_accuracy.py          # about 15 minutes on an idle 2-core CPU
+    .venv/bin/python bench/bf16_accuracy.py          # about 7 minutes on an idle 2-core CPU
 """
 
 import argparse
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, write_result  # noqa: E402
+from _common import RESULTS_DIR, ptlib_fingerprint, write_result  # noqa: E402
 
 from ptlib import TrainConfig, load_lm, load_task, stats, train  # noqa: E402
 
@@ -31,16 +32,21 @@ RECIPE = {"encoder": "lstm", "steps": 60, "batch_size": 8, "lr": 3e-3, "eval_eve
 MARGIN = 0.05  # an EM difference smaller than this counts as no change worth a learner's notice
 
 
-def finished(path: Path) -> dict:
-    """Runs already in the results file, by (task, seed, precision)."""
-    runs = {}
+def finished(path: Path, fingerprint: str) -> dict:
+    """Runs already in the results file from this ptlib code, by (task, seed, precision)."""
+    runs, stale = {}, 0
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 run = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by an interruption
                 continue
+            if run.get("ptlib") != fingerprint:
+                stale += 1
+                continue
             runs[run["task"], run["seed"], run["precision"]] = run
+    if stale:
+        print(f"{stale} recorded runs came from other ptlib code: they run again", flush=True)
     return runs
 
 
@@ -50,7 +56,8 @@ def run_one(lm, task, seed: int, precision: str, recipe: dict) -> dict:
     result = train(lm, TEMPLATE, task.split("train"), task.split("dev"), config,
                    show_progress=False)
     test = result.evaluate(lm, task.split("test"), precision=precision)
-    return {"task": task.name, "seed": seed, "precision": precision, "config": config.as_dict(),
+    return {"task": task.name, "seed": seed, "precision": precision,
+            "ptlib": ptlib_fingerprint(), "config": config.as_dict(),
             "test_exact": [int(hit) for hit in test.exact], "test_em": test.p_at_1,
             "best_step": result.best_step, "seconds": time.perf_counter() - started}
 
@@ -75,7 +82,7 @@ def main(argv=None) -> None:
     recipe = RECIPE | {"steps": 5, "eval_every": 5} if args.quick else RECIPE
     path = RESULTS_DIR / ("bf16_accuracy.quick.jsonl" if args.quick else "bf16_accuracy.jsonl")
     lm = load_lm(device="cpu")
-    runs = finished(path)
+    runs = finished(path, ptlib_fingerprint())
     for name in tasks:
         task = load_task(name)
         for seed in seeds:

@@ -183,7 +183,7 @@ def _prefer_fast_attention(model: torch.nn.Module) -> torch.nn.Module:
     against 2% in fp32, and eager attention (plain matmuls, softmax in fp32) made the step 1.3x
     faster with the same logits up to bf16 rounding. With batches packed into rows of about 230
     tokens (``ptlib.packing``) eager attention is still the faster one: a bf16 training step of
-    the course's 16 rows took 0.28 s eager against 0.34 s with SDPA (``bench/cpu_attention.py``).
+    the course's 16 rows took 0.30 s eager against 0.36 s with SDPA (``bench/cpu_attention.py``).
     CUDA and fp32 keep the model's own choice.
     """
     weight = model.get_input_embeddings().weight
