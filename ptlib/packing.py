@@ -66,8 +66,8 @@ def pack(batch: Batch, capacity: int = PACK_TOKENS) -> Packing:
     starts = torch.cumsum(lengths, dim=0) - lengths  # (B,) first token of b in the stream
     within = torch.arange(example.numel(), device=device) - starts[example]  # (N,)
     first_real = mask.long().argmax(dim=1)  # (B,) padded column of b's first real token
-    row_start = (torch.tensor(rows, device=device) * longest
-                 + torch.tensor(offsets, device=device))  # (B,) flat packed index of b's start
+    flat_starts = [row * longest + offset for row, offset in zip(rows, offsets, strict=True)]
+    row_start = torch.tensor(flat_starts, device=device)  # (B,) flat packed index of b's start
     packed_at = row_start[example] + within  # (N,)
     total = (rows[-1] + 1) * longest
     source = torch.zeros(total, dtype=torch.long, device=device)

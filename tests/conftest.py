@@ -36,6 +36,16 @@ CAPITALS = [
 torch.set_num_threads(1)
 
 
+def padded_target_logits(model, batch, embeds) -> torch.Tensor:
+    """The reference for every packed forward: the model's own full forward on the padded
+    batch (its attention mask and position ids) from H_0 ``embeds`` (B, T, d), logits picked
+    at the target positions: (B, Ty, V), fp32."""
+    logits = model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                   position_ids=batch.position_ids, use_cache=False).logits  # (B, T, V)
+    index = batch.target_positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
+    return logits.gather(1, index).float()
+
+
 def make_facts(pairs) -> list[ptlib.Fact]:
     return [ptlib.Fact(x, y) for x, y in pairs]
 

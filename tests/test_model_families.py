@@ -10,6 +10,7 @@ and a prompt save/load.
 
 import pytest
 import torch
+from conftest import padded_target_logits
 from transformers import (
     Gemma2Config,
     GPT2Config,
@@ -66,14 +67,6 @@ def facts():
     return [Fact(x, y) for x, y in FACTS]
 
 
-def _own_forward_logits(lm, batch, embeds) -> torch.Tensor:
-    """The model's full forward, then the target positions picked out: (B, Ty, V)."""
-    logits = lm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                      position_ids=batch.position_ids, use_cache=False).logits  # (B, T, V)
-    index = batch.target_positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
-    return logits.gather(1, index).float()
-
-
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_target_logits_equal_the_models_own_forward(family_lm, facts, side):
     template = parse_template("[P] {x} [P] is")
@@ -83,7 +76,7 @@ def test_target_logits_equal_the_models_own_forward(family_lm, facts, side):
         embeds = input_embeddings(family_lm, batch, prompt=prompt)
         ours = target_logits(family_lm, batch, embeds)
         in_one_call = prompted_logits(family_lm, batch, prompt=prompt)  # the training path
-        theirs = _own_forward_logits(family_lm, batch, embeds)
+        theirs = padded_target_logits(family_lm.model, batch, embeds)
     real = batch.target_mask  # (B, Ty): entries past a target's length are unspecified
     torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-5)
     torch.testing.assert_close(in_one_call[real], theirs[real], rtol=0, atol=1e-5)

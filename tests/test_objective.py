@@ -3,6 +3,7 @@ checked against computations done by hand from the full model's logits."""
 
 import pytest
 import torch
+from conftest import padded_target_logits
 
 import ptlib
 from ptlib import Fact, TemplateError, evaluate, parse_template
@@ -82,9 +83,7 @@ def test_target_logits_match_the_full_logits(tiny, facts):
     with torch.no_grad():
         embeds = input_embeddings(tiny, batch, prompt=prompt)
         picked = target_logits(tiny, batch, embeds)  # (B, Ty, V)
-        full = tiny.model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                          position_ids=batch.position_ids).logits  # (B, T, V)
-    expected = full.gather(1, batch.target_positions.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+        expected = padded_target_logits(tiny.model, batch, embeds)
     assert picked.dtype == torch.float32
     real = batch.target_mask  # (B, Ty): entries past a target's length are unspecified
     assert not real.all()  # some targets are shorter than others

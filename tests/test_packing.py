@@ -4,6 +4,7 @@ import functools
 
 import pytest
 import torch
+from conftest import padded_target_logits
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,9 +60,7 @@ def test_many_packed_rows_give_the_padded_forward_and_its_gradient(tiny, facts, 
     embeds = tiny.model.get_input_embeddings()(batch.input_ids)  # (B, T, d)
     in_slot = (batch.slot_index >= 0).unsqueeze(-1)
     embeds = torch.where(in_slot, prompt[batch.slot_index.clamp(min=0)], embeds)
-    full = tiny.model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                      position_ids=batch.position_ids).logits  # (B, T, V)
-    padded = full.gather(1, batch.target_positions.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+    padded = padded_target_logits(tiny.model, batch, embeds)  # (B, Ty, V)
     (padded_grad,) = torch.autograd.grad(padded[batch.target_mask].logsumexp(-1).sum(), prompt)
     monkeypatch.setattr(ptlib.objective, "pack", functools.partial(pack, capacity=24))
     assert pack(batch, capacity=24).source.shape[0] >= 4  # really split across rows
