@@ -68,7 +68,7 @@ ui-test: setup
 # STUDY="--only relation=antonym --only seed=0,1"; STUDY=--plan lists what is left,
 # STUDY=--summary prints the relation x method table.
 study: setup
-	$(PY) -m ptlib.study studies/course_study.json $(STUDY)
+	$(PY) -m ptlib.course.study studies/course_study.json $(STUDY)
 
 lint: setup
 	$(VENV)/bin/ruff check ptlib tests bench notebooks

@@ -9,7 +9,7 @@
 2. **Objective per forward pass.** ``ptlib.search`` with ``method="autoprompt"`` (HotFlip-ranked
    swaps, pays a backward pass per iteration) against ``method="random"`` (uniform swaps), under
    the same ``max_forwards`` budget and seeds, on one task: the train objective of the best
-   prompt (mean log P(y | x, P) over all train facts), best dev P@1 and test P@1.
+   prompt (mean log P(y | x, P) over all train facts), best dev and test exact match (EM).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/autoprompt_efficiency.py           # full (~10 min)
     HF_HUB_OFFLINE=1 .venv/bin/python bench/autoprompt_efficiency.py --quick   # smoke test
@@ -21,12 +21,9 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see peft_vs_ptlib.py; before torch
 import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleave, mean_sd, ratio_stats, write_result  # noqa: E402
 
 import ptlib  # noqa: E402
@@ -104,26 +101,26 @@ def search_budget(lm, task, seeds, max_forwards, num_candidates, batch_size,
                 "accepted": sum(result.history.accepted),
                 "seconds": result.seconds,
                 "train_objective": -train_eval.nll,  # mean log P(y|x,P) of the best prompt
-                "train_p_at_1": train_eval.p_at_1,
-                "best_dev_p_at_1": result.best_dev_p_at_1,
-                "test_p_at_1": test_eval.p_at_1,
+                "train_exact_match": train_eval.exact_match,
+                "best_dev_exact_match": result.best_dev_exact_match,
+                "test_exact_match": test_eval.exact_match,
                 "history": {"forwards": result.history.forwards,
                             "objective": result.history.objective},
             })
             print(f"  {method} seed {seed}: objective {-train_eval.nll:.3f}, dev "
-                  f"{result.best_dev_p_at_1:.3f}, test {test_eval.p_at_1:.3f}, "
+                  f"{result.best_dev_exact_match:.3f}, test {test_eval.exact_match:.3f}, "
                   f"{result.forwards} forwards, {result.seconds:.0f} s: {result.prompt_text!r}",
                   flush=True)
     summary = {}
     for method in ("autoprompt", "random"):
         mine = [r for r in rows if r["method"] == method]
         summary[method] = {key: mean_sd([r[key] for r in mine]) for key in
-                           ("train_objective", "best_dev_p_at_1", "test_p_at_1", "forwards",
-                            "iterations", "seconds")}
-    manual = evaluate(lm, parse_template(task.templates[0]), test).p_at_1
+                           ("train_objective", "best_dev_exact_match", "test_exact_match",
+                            "forwards", "iterations", "seconds")}
+    manual = evaluate(lm, parse_template(task.templates[0]), test).exact_match
     return {"template": TEMPLATE, "max_forwards": max_forwards,
             "num_candidates": num_candidates, "batch_size": batch_size, "seeds": list(seeds),
-            "manual_test_p_at_1": manual, "manual_template": task.templates[0],
+            "manual_test_exact_match": manual, "manual_template": task.templates[0],
             "runs": rows, "summary": summary}
 
 

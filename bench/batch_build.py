@@ -12,16 +12,13 @@ the second epoch on).
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info  # noqa: E402
+from _common import machine_info
 
-from ptlib import template as templates  # noqa: E402
-from ptlib.data import list_tasks, load_task  # noqa: E402
-from ptlib.model import load_lm  # noqa: E402
+from ptlib import template as templates
+from ptlib.data import list_tasks, load_task
+from ptlib.model import load_lm
 
 TEMPLATE = "[P][P][P] {x} [P][P][P]"
 

@@ -6,23 +6,20 @@ and three seeds. Each (relation, seed, precision) run scores the test facts, and
 exact-match outcomes of bf16 and fp32 are compared with ``ptlib.stats`` (paired on seeds and
 facts), per relation and over all four. Finished runs are appended to
 ``bench/results/bf16_accuracy.jsonl``, so an interrupted run resumes where it stopped; only runs
-recorded by the same ptlib code (``_common.ptlib_fingerprint``) are reused.
+recorded by the same ptlib code (``ptlib.provenance.ptlib_fingerprint``) are reused.
 
     .venv/bin/python bench/bf16_accuracy.py          # about 7 minutes on an idle 2-core CPU
 """
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS_DIR, ptlib_fingerprint, write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, ptlib_fingerprint, write_result  # noqa: E402
-
-from ptlib import TrainConfig, load_lm, load_task, stats, train  # noqa: E402
+from ptlib import TrainConfig, load_lm, load_task, stats, train
 
 TASKS = ("capital_of", "country_language", "element_symbol", "antonym")
 SEEDS = (0, 1, 2)
@@ -58,7 +55,7 @@ def run_one(lm, task, seed: int, precision: str, recipe: dict) -> dict:
     test = result.evaluate(lm, task.split("test"), precision=precision)
     return {"task": task.name, "seed": seed, "precision": precision,
             "ptlib": ptlib_fingerprint(), "config": config.as_dict(),
-            "test_exact": [int(hit) for hit in test.exact], "test_em": test.p_at_1,
+            "test_exact": [int(hit) for hit in test.exact], "test_em": test.exact_match,
             "best_step": result.best_step, "seconds": time.perf_counter() - started}
 
 

@@ -34,7 +34,7 @@ def main() -> None:
         result = train(lm, TEMPLATE, task.split("train"), task.split("dev"), config,
                        show_progress=False)
         report["runs"].append({"seed": seed, "seconds": time.perf_counter() - started,
-                               "best_dev_em": max(result.history.dev_p_at_1)})
+                               "best_dev_em": max(result.history.dev_exact_match)})
     print(json.dumps(report))
 
 

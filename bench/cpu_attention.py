@@ -9,28 +9,22 @@ round in one process, and prints the median seconds of each.
 """
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import SPEED_TEMPLATE, WORKLOAD_SIZES, lstm_trainer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from roofline import SIZES, TEMPLATE  # noqa: E402
-
-from ptlib import load_lm, load_task  # noqa: E402
-from ptlib.encoders import build_encoder  # noqa: E402
-from ptlib.template import parse_template  # noqa: E402
-from ptlib.train import training_step  # noqa: E402
+from ptlib import load_lm, load_task
+from ptlib.template import parse_template
+from ptlib.training import training_step
 
 
 def main(rounds: int = 8) -> None:
     lm = load_lm(device="cpu")
     model = lm.weights_in(torch.bfloat16)  # what precision="bf16" runs
-    template = parse_template(TEMPLATE)
-    facts = load_task("capital_of").split("train")[: SIZES["train"]]
-    encoder = build_encoder("lstm", template.num_slots, lm.embeddings, seed=0)
-    optimizer = torch.optim.AdamW(encoder.parameters())
+    template = parse_template(SPEED_TEMPLATE)
+    facts = load_task("capital_of").split("train")[: WORKLOAD_SIZES["train"]]
+    encoder, optimizer = lstm_trainer(lm, template)
     times = {"eager": [], "sdpa": []}
     for _ in range(rounds + 1):  # the first round warms up and is dropped
         for implementation, seconds in times.items():

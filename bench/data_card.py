@@ -116,7 +116,7 @@ def task_stats(lm, name: str) -> dict:
         "with_alternatives": sum(bool(f.alternatives) for f in task.facts),
         "single_token_fraction": single / len(task.facts),
         "majority_object": task.majority_object(),
-        "majority_test_p_at_1": task.majority_p_at_1("test"),
+        "majority_test_exact_match": task.majority_exact_match("test"),
         "manual_test": manual,
     }
 
@@ -128,14 +128,14 @@ def table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        manual = sorted(row["manual_test"], key=lambda r: r["p_at_1"])
+        manual = sorted(row["manual_test"], key=lambda r: r["exact_match"])
         counts = row["counts"]
         lines.append(
             f"| `{row['task']}` | {row['facts']} | {counts['train']} | {counts['dev']} | "
             f"{counts['test']} | {row['with_alternatives']} | "
-            f"{row['single_token_fraction']:.2f} | {row['majority_test_p_at_1']:.2f} "
-            f"({row['majority_object']}) | {manual[-1]['p_at_1']:.2f} | "
-            f"{manual[0]['p_at_1']:.2f} | `{manual[-1]['template']}` |"
+            f"{row['single_token_fraction']:.2f} | {row['majority_test_exact_match']:.2f} "
+            f"({row['majority_object']}) | {manual[-1]['exact_match']:.2f} | "
+            f"{manual[0]['exact_match']:.2f} | `{manual[-1]['template']}` |"
         )
     return "\n".join(lines)
 
@@ -144,8 +144,9 @@ def template_table(rows: list[dict]) -> str:
     lines = ["| task | template | test EM | first-token P@1 | NLL |", "|---|---|---|---|---|"]
     for row in rows:
         for entry in row["manual_test"]:
-            lines.append(f"| `{row['task']}` | `{entry['template']}` | {entry['p_at_1']:.2f} | "
-                         f"{entry['first_token_p_at_1']:.2f} | {entry['nll']:.2f} |")
+            lines.append(f"| `{row['task']}` | `{entry['template']}` | "
+                         f"{entry['exact_match']:.2f} | {entry['first_token_p_at_1']:.2f} | "
+                         f"{entry['nll']:.2f} |")
     return "\n".join(lines)
 
 
@@ -172,7 +173,7 @@ def main() -> None:
     block = (
         "<!-- STATS:BEGIN -->\n"
         "Measured by `python bench/data_card.py` on the embedded SmolLM2-135M-Instruct "
-        "(fp32, CPU), test split. EM (exact match, the course's P@1): every object token is the "
+        "(fp32, CPU), test split. EM (exact match): every object token is the "
         "greedy argmax under teacher forcing, for the canonical object or any accepted "
         "alternative; first-token P@1 likewise takes the best accepted object; NLL is on the "
         "canonical object. One-token objects and the majority class count canonical objects; "

@@ -13,67 +13,40 @@ machine, so the SmolLM2-shaped model here is random-init: same architecture, sam
    activation-gradient 2N (the LM is frozen, so no weight gradients), N the transformer-body
    parameters, plus the LM head at target positions and attention scores. The frozen LM in
    bf16 (ptlib's default on CUDA); fp32 weights were measured in an earlier run. Model FLOPs
-   count real tokens only (``bench/roofline.useful_flops``).
+   count real tokens only (``ptlib.flops.useful_flops``).
 
 ``--device cpu --quick`` smoke-tests the script on a CPU (few steps, small batches).
 """
 
-import argparse
 import json
 import platform
 import time
-from pathlib import Path
 
 import torch
-from roofline import synchronize, useful_flops
-from transformers import LlamaConfig, PreTrainedTokenizerFast
+from _common import (
+    COURSE_TEMPLATE,
+    DENSE_BF16_PEAK,
+    gpu_parser,
+    llama_1b_config,
+    smollm2_config,
+    smollm2_tokenizer,
+    timed_steps,
+)
 
 from ptlib.data import load_task
-from ptlib.encoders import build_encoder
+from ptlib.flops import useful_flops
 from ptlib.model import random_lm
-from ptlib.objective import evaluate, make_batch, resolve_precision
+from ptlib.objective import evaluate, make_batch
+from ptlib.precision import resolve_precision
 from ptlib.template import parse_template
-from ptlib.train import TrainConfig, train, training_step
-
-DENSE_BF16_PEAK = 989e12  # H100/H200 SXM dense bf16 tensor-core peak, FLOP/s
-TEMPLATE = "[P][P][P] {x} [P][P][P]"
-
-
-def smollm2_tokenizer(assets: Path) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast(tokenizer_file=str(assets / "tokenizer.json"),
-                                   eos_token="<|im_end|>", pad_token="<|im_end|>")
-
-
-def smollm2_config(assets: Path) -> LlamaConfig:
-    return LlamaConfig(**json.loads((assets / "config.json").read_text()))
-
-
-def llama_1b_config(vocab: int) -> LlamaConfig:
-    return LlamaConfig(vocab_size=vocab, hidden_size=2048, intermediate_size=8192,
-                       num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                       max_position_embeddings=2048, tie_word_embeddings=True)
-
-
-def timed_steps(lm, rows, steps: int, warmup: int) -> float:
-    """Mean seconds of ``steps`` of ptlib's own ``training_step`` on ``rows`` (LSTM, bf16)
-    after ``warmup`` steps (kernel selection, compilation)."""
-    template = parse_template(TEMPLATE)
-    encoder = build_encoder("lstm", template.num_slots, lm.embeddings, seed=0).to(lm.device)
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-3)
-    for step in range(warmup + steps):
-        if step == warmup:
-            synchronize(lm.device)
-            started = time.perf_counter()
-        training_step(lm, template, [rows], encoder, optimizer, precision="bf16")
-    synchronize(lm.device)
-    return (time.perf_counter() - started) / steps
+from ptlib.training import TrainConfig, train
 
 
 def throughput(lm, facts, batch_size: int, steps: int = 10, warmup: int = 3) -> dict:
     rows = [facts[i % len(facts)] for i in range(batch_size)]
-    batch = make_batch(lm, parse_template(TEMPLATE), rows)
+    batch = make_batch(lm, parse_template(COURSE_TEMPLATE), rows)
     seconds = timed_steps(lm, rows, steps, warmup)
-    flops = useful_flops(lm, batch, "train")
+    flops = useful_flops(lm.model, batch, "train")
     return {"batch": batch_size, "seq_len": batch.input_ids.shape[1],
             "seconds_per_step": seconds,
             "tokens_per_s": int(batch.attention_mask.sum()) / seconds,
@@ -92,7 +65,7 @@ def training_run(lm, task, steps: int, compile_layers: bool) -> dict:
     config = TrainConfig(encoder="lstm", steps=steps, batch_size=16, lr=3e-3,
                          eval_every=max(1, steps // 3), precision="auto", compile=compile_layers)
     started = time.perf_counter()
-    result = train(lm, TEMPLATE, task.split("train"), task.split("dev"), config,
+    result = train(lm, COURSE_TEMPLATE, task.split("train"), task.split("dev"), config,
                    show_progress=False)
     seconds = time.perf_counter() - started
     tail = min(10, steps)
@@ -101,16 +74,13 @@ def training_run(lm, task, steps: int, compile_layers: bool) -> dict:
             "loss_first": sum(result.history.loss[:tail]) / tail,
             "loss_last": sum(result.history.loss[-tail:]) / tail,
             "seconds_per_step_incl_evals_and_compile": seconds / config.steps,
-            "dev_em": result.history.dev_p_at_1, "prompt": result.prompt,
+            "dev_em": result.history.dev_exact_match, "prompt": result.prompt,
             "lm_unchanged": lm_checksum(lm) == before,
             "lm_grads_none": all(p.grad is None for p in lm.model.parameters())}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--assets", type=Path, required=True)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--device", default="cuda")
+    parser = gpu_parser()
     parser.add_argument("--train-steps", type=int, default=120)
     parser.add_argument("--quick", action="store_true", help="a smoke test for a CPU")
     args = parser.parse_args()
@@ -133,8 +103,9 @@ def main() -> None:
         report["training_runs"].append(run)
         print(json.dumps(run), flush=True)
     dev = task.split("dev")
-    fp32 = evaluate(lm, parse_template(TEMPLATE), dev, prompt=prompt, precision="fp32").nll
-    bf16 = evaluate(lm, parse_template(TEMPLATE), dev, prompt=prompt, precision="bf16").nll
+    template = parse_template(COURSE_TEMPLATE)
+    fp32 = evaluate(lm, template, dev, prompt=prompt, precision="fp32").nll
+    bf16 = evaluate(lm, template, dev, prompt=prompt, precision="bf16").nll
     report["bf16_vs_fp32_dev_nll"] = {"fp32": fp32, "bf16": bf16,
                                       "relative_difference": abs(bf16 - fp32) / abs(fp32)}
     print(json.dumps(report["bf16_vs_fp32_dev_nll"]), flush=True)

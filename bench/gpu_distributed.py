@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from gpu_check import smollm2_config, smollm2_tokenizer
-from roofline import synchronize
+from _common import smollm2_config, smollm2_tokenizer, synchronize
 
 from ptlib import TrainConfig, distributed, load_task, train
 from ptlib.model import random_lm

@@ -1,37 +1,36 @@
 """ptlib / PEFT P-Tuning step time on one GPU, interleaved in one process.
 
-The step-time half of ``bench/peft_vs_ptlib.py`` (same contenders, same batches, same ratio
-statistics) on a random-init model of SmolLM2-135M's shape, or with ``--shape 1b`` a ~1B Llama
-shape; the embedded weights do not travel to a lent GPU machine, and step time does not depend
-on them. ``DIR`` holds SmolLM2's config.json and tokenizer.json, as for ``bench/gpu_check.py``.
-Each library runs with its defaults (ptlib ``precision="auto"``: bf16 on CUDA; PEFT fp32) and
-ptlib also in fp32 (identical precision).
+The step-time half of ``bench/peft_vs_ptlib.py`` (``_common.step_time``: same contenders, same
+batches, same ratio statistics) on a random-init model of SmolLM2-135M's shape, or with
+``--shape 1b`` a ~1B Llama shape; the embedded weights do not travel to a lent GPU machine, and
+step time does not depend on them. ``DIR`` holds SmolLM2's config.json and tokenizer.json, as
+for ``bench/gpu_check.py``. Each library runs with its defaults (ptlib ``precision="auto"``: bf16
+on CUDA; PEFT fp32) and ptlib also in fp32 (identical precision).
 
     python bench/gpu_peft_ratio.py --assets DIR --out bench/gpu_peft_ratio_<gpu>.json
     python bench/gpu_peft_ratio.py --assets DIR --device cpu --quick   # smoke test, CPU
 """
 
-import argparse
 import copy
 import json
 import sys
-from pathlib import Path
 
 import torch
+from _common import (
+    PeftHarness,
+    gpu_parser,
+    llama_1b_config,
+    smollm2_config,
+    smollm2_tokenizer,
+    step_time,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_check import llama_1b_config, smollm2_config, smollm2_tokenizer  # noqa: E402
-from peft_vs_ptlib import PeftHarness, step_time  # noqa: E402
-
-from ptlib import load_task  # noqa: E402
-from ptlib.model import random_lm  # noqa: E402
+from ptlib import load_task
+from ptlib.model import random_lm
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--assets", type=Path, required=True)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--device", default="cuda")
+    parser = gpu_parser()
     parser.add_argument("--shape", choices=("smollm2", "1b"), default="smollm2")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)

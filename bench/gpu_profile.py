@@ -3,7 +3,7 @@
 Run on a CUDA machine: ``python bench/gpu_profile.py --assets DIR --out FILE.json``
 (``--device cpu --quick`` smoke-tests it here on the SmolLM2 shape). For the ~1B Llama shape in
 bf16 it profiles a few steps of each kind of batch (wall time, the device's busy time, the top
-operators by their own device time), then times ``ptlib.train.training_step`` on two kinds of
+operators by their own device time), then times ``ptlib.training.training_step`` on two kinds of
 batch, each plain and with the opt-in ``ptlib.model.compile_layers`` (``TrainConfig.compile``):
 
 - the course's rows (``[P]x3 {x} [P]x3`` on capital_of, about 10 real tokens of T = 16),
@@ -12,44 +12,41 @@ batch, each plain and with the opt-in ``ptlib.model.compile_layers`` (``TrainCon
 Both are packed without padding into rows of at most ``ptlib.packing.PACK_TOKENS`` tokens.
 
 Each row gives tokens/s, MFU against the H100/H200 dense bf16 peak, and the rate of the
-step's own matrix multiplies measured in the same run (``bench/roofline.matmul_rate``), so
+step's own matrix multiplies measured in the same run (``bench/_common.matmul_rate``), so
 the step is judged against what this GPU does at these shapes, not only against the datasheet.
 """
 
-import argparse
 import functools
 import json
-import sys
 import time
 import traceback
-from pathlib import Path
 from unittest import mock
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_check import (  # noqa: E402
+from _common import (
+    COURSE_TEMPLATE,
     DENSE_BF16_PEAK,
-    TEMPLATE,
+    gpu_parser,
     llama_1b_config,
+    matmul_rate,
     smollm2_config,
     smollm2_tokenizer,
     timed_steps,
 )
-from roofline import matmul_rate, useful_flops  # noqa: E402
 
-from ptlib import objective, packing  # noqa: E402
-from ptlib.data import Fact, load_task  # noqa: E402
-from ptlib.model import compile_layers, random_lm  # noqa: E402
-from ptlib.objective import make_batch  # noqa: E402
-from ptlib.template import parse_template  # noqa: E402
+from ptlib import objective, packing
+from ptlib.data import Fact, load_task
+from ptlib.flops import useful_flops
+from ptlib.model import compile_layers, random_lm
+from ptlib.objective import make_batch
+from ptlib.template import parse_template
 
 
 def measure(lm, rows, label: str, steps: int, warmup: int) -> dict:
-    batch = make_batch(lm, parse_template(TEMPLATE), rows)
+    batch = make_batch(lm, parse_template(COURSE_TEMPLATE), rows)
     started = time.perf_counter()
     seconds = timed_steps(lm, rows, steps, warmup)
-    flops = useful_flops(lm, batch, "train")
+    flops = useful_flops(lm.model, batch, "train")
     packed = objective.pack(batch).source.shape  # (R, C), as the step packs it
     limit = matmul_rate(lm, batch, torch.bfloat16) * 1e9
     row = {"variant": label, "batch": batch.size, "seq_len": batch.input_ids.shape[1],
@@ -98,10 +95,7 @@ def batches(facts: list[Fact], size: int) -> dict[str, list[Fact]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--assets", type=Path, required=True)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--device", default="cuda")
+    parser = gpu_parser()
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--quick", action="store_true",
                         help="SmolLM2 shape, batch 8, 1 timed step: a smoke test for a CPU")

@@ -24,11 +24,9 @@ import os
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see peft_vs_ptlib.py; before torch
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import PeftHarness, peft_step, split_prefix_layout, write_result  # noqa: E402
 
 CASES = ("imports", "load", "train_lstm_fp32", "train_lstm_bf16", "peft_train_mlp")
 TASK = "capital_of"
@@ -63,9 +61,7 @@ def run_case(case: str, steps: int) -> dict:
                                  show_progress=False)
             out["steps"] = len(result.history.step)
         elif case == "peft_train_mlp":
-            from peft_vs_ptlib import PeftHarness, peft_step, split_prefix_layout
-
-            from ptlib.train import TrainConfig, batch_facts
+            from ptlib.training import TrainConfig, batch_facts
 
             num_virtual, text = split_prefix_layout("[P]" * 9 + " " + task.templates[0])
             harness = PeftHarness(lm.model)

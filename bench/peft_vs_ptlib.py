@@ -11,16 +11,17 @@ Two measurements, both on CPU with the same data, batch, steps, learning rate an
     picks on a CPU with native bf16). Both compute the loss on the same target tokens
     (``" " + y``): PEFT through the standard loop (labels -100 off the target, ``model(**batch)
     .loss``, backward, clip at 1.0 like the HF Trainer, AdamW), ptlib through ``ptlib.train``.
-(b) **Accuracy.** Test P@1 (every target token the argmax under teacher forcing), mean and sd
-    over seeds on four relations with headroom, 6 prompt vectors for both: ptlib with its
-    default LSTM encoder and the task's manual prompt wrapped in slots
+    The comparison itself is ``_common.step_time`` (``gpu_peft_ratio.py`` runs it on a GPU).
+(b) **Accuracy.** Test exact match (EM: every target token the argmax under teacher forcing),
+    mean and sd over seeds on four relations with headroom, 6 prompt vectors for both: ptlib
+    with its default LSTM encoder and the task's manual prompt wrapped in slots
     (``"[P][P][P] {manual} [P][P][P]"``; more layouts with ``--ptlib-layouts``, ptlib's best is
-    then the one with the higher dev P@1), against PEFT with its default MLP encoder and the
+    then the one with the higher dev EM), against PEFT with its default MLP encoder and the
     virtual tokens prepended to the manual prompt (PEFT can only prepend). Every run keeps the
-    prompt with the best dev P@1 (evaluated every ``--eval-every`` steps, as ``ptlib.train``
-    does); PEFT's last prompt is reported as well. PEFT's P@1 is computed from its full
+    prompt with the best dev EM (evaluated every ``--eval-every`` steps, as ``ptlib.train``
+    does); PEFT's last prompt is reported as well. PEFT's EM is computed from its full
     logits, offset by the virtual tokens, and checked two ways: with no virtual tokens it must
-    equal ptlib's P@1 of the manual prompt, and after every PEFT run ptlib's evaluation of
+    equal ptlib's EM of the manual prompt, and after every PEFT run ptlib's evaluation of
     PEFT's own prompt vectors (written into ptlib slots) must agree.
 
 ptlib's LM and PEFT's LM are two separate loads of the same weights; the script asserts that
@@ -38,37 +39,33 @@ import json
 import math
 import os
 import sys
-import time
-import warnings
-from pathlib import Path
 
 # GNU OpenMP's default spin-waiting makes torch 4-7x slower on an oversubscribed CPU (measured
 # on the shared 2-core machine). Passive waiting is not free when the machine is idle (the bf16
 # training step 1.43x slower in bench/roofline.py) but it is the same for both contenders here.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     RESULTS_DIR,
+    PeftHarness,
     Stopwatch,
-    interleave,
     mean_sd,
-    ratio_stats,
+    peft_batch,
+    peft_step,
+    read_result,
+    split_prefix_layout,
+    step_time,
     write_result,
 )
 
 import ptlib  # noqa: E402
-from ptlib.objective import evaluate, resolve_precision  # noqa: E402
-from ptlib.template import SLOT, Template, encode_target, parse_template  # noqa: E402
-from ptlib.train import TrainConfig, batch_facts  # noqa: E402
+from ptlib.objective import evaluate  # noqa: E402
+from ptlib.template import SLOT, Template, parse_template  # noqa: E402
+from ptlib.training import TrainConfig, batch_facts  # noqa: E402
 
-SPEED_TEXT = " {x} ->"       # the text after PEFT's virtual tokens (ANCHORS' measurement)
-SPEED_SLOTS = 9              # virtual tokens in the step-time comparison
-MATCHED_HIDDEN = 128         # PEFT encoder_hidden_size for the matched-width comparison
 ACC_TASKS = ("capital_of", "country_continent", "element_symbol", "antonym")
 # Accuracy configs, 6 prompt vectors each; {manual} is the task's first manual template.
-# Pilot (capital_of, seed 0, 30 steps; test P@1): ptlib "[P][P][P] {x} [P][P][P]" 3.6,
+# Pilot (capital_of, seed 0, 30 steps; test EM): ptlib "[P][P][P] {x} [P][P][P]" 3.6,
 # "[P][P][P] {manual} [P][P][P]" 50.9, "[P]"*6 + " {manual}" 41.8; PEFT "[P]"*6 + " {manual}"
 # 45.5; manual 27.3. P-Tuning's bare (3, x, 3) needs far more steps, so the default runs the
 # manual prompt wrapped in slots; pass --ptlib-layouts to add others.
@@ -79,88 +76,6 @@ PEFT_LAYOUT = "[P]" * 6 + " {manual}"              # PEFT can only prepend
 # ---------------------------------------------------------------------------------------------
 # PEFT side: adapters on a second copy of the model, batches, the training step, evaluation.
 # ---------------------------------------------------------------------------------------------
-
-
-def split_prefix_layout(template: str) -> tuple[int, Template]:
-    """``"[P]" * L + text`` -> (L, text as a slot-free Template). PEFT can only prepend."""
-    parsed = parse_template(template)
-    count = 0
-    while count < len(parsed.pieces) and parsed.pieces[count] == SLOT:
-        count += 1
-    rest = "".join(parsed.pieces[count:])
-    if SLOT in parsed.pieces[count:]:
-        raise ValueError(f"PEFT can only prepend virtual tokens; {template!r} has inner slots")
-    return count, parse_template(rest)
-
-
-class PeftHarness:
-    """One ``PeftModelForCausalLM`` over its own copy of the LM; adapters added per run."""
-
-    def __init__(self, base_model: torch.nn.Module):
-        self.base = base_model
-        self.model = None
-
-    def add(self, name: str, encoder: str, hidden: int | None, num_virtual: int, seed: int):
-        """Add a P-Tuning adapter (seeded like a user would: torch.manual_seed) and make it
-        active. Returns its trainable parameters."""
-        from peft import PromptEncoderConfig, get_peft_model
-
-        config = PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual,
-                                     encoder_reparameterization_type=encoder.upper(),
-                                     encoder_hidden_size=hidden)
-        torch.manual_seed(seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if self.model is None:
-                self.model = get_peft_model(self.base, config, adapter_name=name)
-            else:
-                self.model.add_adapter(name, config)
-        self.model.to(self.base.device)  # the new prompt encoder joins the LM's device
-        self.use(name)
-        return list(self.model.prompt_encoder[name].parameters())
-
-    def use(self, name: str) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.model.set_adapter(name)
-
-    def remove(self, name: str) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.model.delete_adapter(name)
-
-    def encoder(self, name: str) -> torch.nn.Module:
-        return self.model.prompt_encoder[name]
-
-    @torch.no_grad()
-    def prompt_vectors(self) -> torch.Tensor:
-        """The active adapter's virtual-token vectors: (L, d)."""
-        return self.model.get_prompt(batch_size=1)[0].detach().float().clone()
-
-
-def peft_batch(tokenizer, text: Template, facts: list[ptlib.Fact],
-               device: torch.device | str = "cpu") -> dict:
-    """Right-padded prompt + target ids with labels -100 off the target (the standard recipe),
-    on ``device``.
-
-    The prompt text and the target are tokenised separately, exactly as ptlib does, so both
-    libraries see the same token ids.
-    """
-    rows = []
-    for fact in facts:
-        prompt = tokenizer(text.render(fact.x), add_special_tokens=False).input_ids
-        rows.append((prompt, encode_target(tokenizer, fact.y)))
-    width = max(len(p) + len(t) for p, t in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (prompt, target) in enumerate(rows):
-        ids = prompt + target
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
-        labels[i, len(prompt) : len(ids)] = torch.tensor(target)
-    return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device),
-            "labels": labels.to(device)}
 
 
 def scores_from_full_logits(logits: torch.Tensor, labels: torch.Tensor, num_virtual: int):
@@ -184,7 +99,8 @@ def scores_from_full_logits(logits: torch.Tensor, labels: torch.Tensor, num_virt
 @torch.no_grad()
 def peft_evaluate(model, tokenizer, text: Template, facts: list[ptlib.Fact], num_virtual: int,
                   batch_size: int = 32) -> dict:
-    """P@1 and NLL of a PEFT model (or, with ``num_virtual=0``, a bare LM) over ``facts``."""
+    """Exact match (EM) and NLL of a PEFT model (or, with ``num_virtual=0``, a bare LM) over
+    ``facts``."""
     was_training = model.training
     model.eval()
     logprob, exact = [], []
@@ -200,24 +116,12 @@ def peft_evaluate(model, tokenizer, text: Template, facts: list[ptlib.Fact], num
         exact.append(ex)
     model.train(was_training)
     logprob, exact = torch.cat(logprob), torch.cat(exact)
-    return {"p_at_1": exact.float().mean().item(), "nll": -logprob.mean().item(),
+    return {"exact_match": exact.float().mean().item(), "nll": -logprob.mean().item(),
             "exact": exact.tolist()}
 
 
-def peft_step(harness: PeftHarness, optimizer, params, tokenizer, text: Template,
-              facts: list[ptlib.Fact]) -> float:
-    """One standard PEFT training step; returns the loss (mean over target tokens)."""
-    batch = peft_batch(tokenizer, text, facts, harness.model.device)
-    loss = harness.model(**batch).loss
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.item()
-
-
 def check_indexing(lm: ptlib.LM, task: ptlib.Task) -> dict:
-    """With no virtual tokens, the PEFT-style evaluation of the bare LM must equal ptlib's P@1
+    """With no virtual tokens, the PEFT-style evaluation of the bare LM must equal ptlib's EM
     of the manual prompt (same facts, same exact-match definition)."""
     facts = task.split("test")
     manual = parse_template(task.templates[0])
@@ -226,8 +130,9 @@ def check_indexing(lm: ptlib.LM, task: ptlib.Task) -> dict:
     mismatches = sum(a != b for a, b in zip(mine["exact"], theirs.exact, strict=True))
     assert mismatches == 0, f"indexing check: {mismatches} facts disagree with ptlib"
     assert math.isclose(mine["nll"], theirs.nll, rel_tol=1e-3, abs_tol=1e-3), (mine, theirs)
-    return {"task": task.name, "template": manual.text, "p_at_1_peft_style": mine["p_at_1"],
-            "p_at_1_ptlib": theirs.p_at_1, "nll_peft_style": mine["nll"],
+    return {"task": task.name, "template": manual.text,
+            "exact_match_peft_style": mine["exact_match"],
+            "exact_match_ptlib": theirs.exact_match, "nll_peft_style": mine["nll"],
             "nll_ptlib": theirs.nll}
 
 
@@ -242,110 +147,8 @@ def cross_check(lm: ptlib.LM, harness: PeftHarness, tokenizer, num_virtual: int,
     assert mismatches <= max(1, len(facts) // 50), (
         f"PEFT eval disagrees with ptlib on {mismatches}/{len(facts)} facts: offset bug?")
     assert math.isclose(peft_result["nll"], theirs.nll, rel_tol=1e-2, abs_tol=1e-2)
-    return {"mismatches": mismatches, "p_at_1_ptlib": theirs.p_at_1, "nll_ptlib": theirs.nll}
-
-
-# ---------------------------------------------------------------------------------------------
-# (a) step time
-# ---------------------------------------------------------------------------------------------
-
-
-def speed_variants(quick: bool) -> list[dict]:
-    """Each variant: an encoder kind and, per library, its hidden size (None: the default)."""
-    rows = [
-        # PEFT's LSTM hidden h is per direction (output 2h); ptlib's is the total (h/2 each
-        # way), so PEFT h=128 and ptlib 256 are the same network.
-        {"key": "mlp_matched", "encoder": "mlp", "peft_hidden": MATCHED_HIDDEN,
-         "ptlib_hidden": MATCHED_HIDDEN},
-        {"key": "lstm_matched", "encoder": "lstm", "peft_hidden": MATCHED_HIDDEN,
-         "ptlib_hidden": 2 * MATCHED_HIDDEN},
-        {"key": "mlp_default", "encoder": "mlp", "peft_hidden": None, "ptlib_hidden": None},
-        {"key": "lstm_default", "encoder": "lstm", "peft_hidden": None, "ptlib_hidden": None},
-    ]
-    return rows[:2] if quick else rows
-
-
-def ptlib_contender(lm, template, facts, dev, encoder, hidden, precision, batch_size, lr):
-    """Run n steps of ``ptlib.train`` and return n per-step durations.
-
-    One extra first step is run and dropped (it follows encoder construction and the step-0
-    dev evaluation); durations are differences of ``history.seconds``.
-    """
-    state = {"seed": 0}
-
-    def run(n: int) -> list[float]:
-        config = TrainConfig(encoder=encoder, hidden_size=hidden, steps=n + 1,
-                             batch_size=batch_size, lr=lr, eval_every=10_000,
-                             precision=precision, seed=state["seed"])
-        state["seed"] += 1
-        result = ptlib.train(lm, template, facts, dev, config, show_progress=False)
-        seconds = result.history.seconds
-        return [b - a for a, b in zip(seconds[:-1], seconds[1:], strict=True)]
-
-    return run
-
-
-def peft_contender(harness, name, tokenizer, text, facts, lr, batch_size):
-    """Run n standard PEFT steps on adapter ``name``; the batches follow ptlib's order."""
-    state = {"step": 0}
-    params = [p for p in harness.encoder(name).parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    order = TrainConfig(batch_size=batch_size)
-
-    def run(n: int) -> list[float]:
-        harness.use(name)
-        harness.model.train()
-        out = []
-        for _ in range(n):
-            batch = batch_facts(facts, order, state["step"], 0)
-            start = time.perf_counter()
-            peft_step(harness, optimizer, params, tokenizer, text, batch)
-            out.append(time.perf_counter() - start)
-            state["step"] += 1
-        return out
-
-    return run
-
-
-def step_time(lm, harness, task, quick, batch_size, lr, rounds, block) -> dict:
-    facts, dev = task.split("train"), task.split("dev")[:1]
-    default_precision = resolve_precision(ptlib.TrainConfig().precision, lm.device)
-    template = SLOT * SPEED_SLOTS + SPEED_TEXT
-    num_virtual, text = split_prefix_layout(template)
-    contenders, params = {}, {}
-    for v in speed_variants(quick):
-        name = f"peft_{v['key']}"
-        harness.add(name, v["encoder"], v["peft_hidden"], num_virtual, seed=0)
-        params[name] = sum(p.numel() for p in harness.encoder(name).parameters())
-        contenders[name] = peft_contender(harness, name, lm.tokenizer, text, facts, lr,
-                                          batch_size)
-        encoder = ptlib.build_encoder(v["encoder"], num_virtual, lm.embeddings, 0,
-                                      hidden_size=v["ptlib_hidden"])
-        for precision in ("fp32", "bf16"):
-            params[f"ptlib_{v['key']}_{precision}"] = sum(p.numel() for p in encoder.parameters())
-            contenders[f"ptlib_{v['key']}_{precision}"] = ptlib_contender(
-                lm, template, facts, dev, v["encoder"], v["ptlib_hidden"], precision,
-                batch_size, lr)
-    print(f"step time: {len(contenders)} contenders, {rounds} rounds of {block} steps",
-          flush=True)
-    times = interleave(contenders, rounds=rounds, block=block, warmup=1)
-    ratios = {}
-    for v in speed_variants(quick):
-        for precision in ("fp32", "bf16"):
-            ratios[f"{v['key']}_{precision}"] = ratio_stats(
-                times[f"ptlib_{v['key']}_{precision}"], times[f"peft_{v['key']}"])
-    if not quick:
-        # Each library as shipped: ptlib's default (LSTM, hidden d, precision "auto" as this
-        # machine resolves it) against PEFT's default (MLP, hidden d, fp32).
-        ratios["defaults_vs_defaults"] = ratio_stats(
-            times[f"ptlib_lstm_default_{default_precision}"], times["peft_mlp_default"])
-    for v in speed_variants(quick):
-        harness.remove(f"peft_{v['key']}")
-    return {"task": task.name, "template_ptlib": template, "peft_text": text.text,
-            "ptlib_default_precision": default_precision,
-            "num_virtual_tokens": num_virtual, "batch_size": batch_size, "lr": lr,
-            "rounds": rounds, "block": block, "variants": speed_variants(quick),
-            "encoder_params": params, "times": times, "ratios_ptlib_over_peft": ratios}
+    return {"mismatches": mismatches, "exact_match_ptlib": theirs.exact_match,
+            "nll_ptlib": theirs.nll}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,8 +169,8 @@ def run_ptlib(lm, task, layout, seed, steps, batch_size, lr, eval_every) -> dict
                              show_progress=False)
     test = result.evaluate(lm, task.split("test"))
     return {"template": template, "encoder": config.encoder, "seed": seed,
-            "test_p_at_1": test.p_at_1, "test_nll": test.nll,
-            "best_dev_p_at_1": result.best_dev_p_at_1, "best_step": result.best_step,
+            "test_exact_match": test.exact_match, "test_nll": test.nll,
+            "best_dev_exact_match": result.best_dev_exact_match, "best_step": result.best_step,
             "final_train_loss": result.history.loss[-1], "seconds": watch.seconds}
 
 
@@ -385,7 +188,7 @@ def run_peft(lm, harness, task, layout, seed, steps, batch_size, lr, eval_every,
     def dev_eval(step: int) -> None:
         nonlocal best, best_state, best_step
         result = peft_evaluate(harness.model, tokenizer, text, dev, num_virtual)
-        score = (result["p_at_1"], -result["nll"])
+        score = (result["exact_match"], -result["nll"])
         if score > best:
             best, best_step = score, step
             best_state = copy.deepcopy(harness.encoder(name).state_dict())
@@ -405,8 +208,8 @@ def run_peft(lm, harness, task, layout, seed, steps, batch_size, lr, eval_every,
     check = cross_check(lm, harness, tokenizer, num_virtual, text, test_facts, test)
     harness.remove(name)
     return {"template": template, "encoder": encoder, "seed": seed,
-            "test_p_at_1": test["p_at_1"], "test_nll": test["nll"],
-            "last_test_p_at_1": last["p_at_1"], "best_dev_p_at_1": best[0],
+            "test_exact_match": test["exact_match"], "test_nll": test["nll"],
+            "last_test_exact_match": last["exact_match"], "best_dev_exact_match": best[0],
             "best_step": best_step, "final_train_loss": losses[-1],
             "ptlib_cross_check": check, "seconds": watch.seconds}
 
@@ -414,9 +217,9 @@ def run_peft(lm, harness, task, layout, seed, steps, batch_size, lr, eval_every,
 def accuracy(lm, harness, tasks, seeds, steps, batch_size, lr_ptlib, lr_peft, eval_every,
              configs: list[tuple[str, str]], done: list[dict] | None = None,
              on_run=None) -> dict:
-    """Train every (library, layout) config on every task and seed; test P@1 of each.
+    """Train every (library, layout) config on every task and seed; test EM of each.
 
-    "ptlib best" picks, per task, the ptlib layout with the higher mean *dev* P@1 (selection on
+    "ptlib best" picks, per task, the ptlib layout with the higher mean *dev* EM (selection on
     dev, never on test); PEFT has one layout (it can only prepend). ``done``: rows of an
     interrupted run to reuse; ``on_run(rows)`` is called after every new run (partial saves).
     """
@@ -424,7 +227,7 @@ def accuracy(lm, harness, tasks, seeds, steps, batch_size, lr_ptlib, lr_peft, ev
     done = {(r["task"], r["seed"], r["library"], r["layout"]): r for r in (done or [])}
     for name in tasks:
         task = ptlib.load_task(name)
-        manual = evaluate(lm, parse_template(task.templates[0]), task.split("test")).p_at_1
+        manual = evaluate(lm, parse_template(task.templates[0]), task.split("test")).exact_match
         for seed in seeds:
             for index, (library, layout) in enumerate(configs):
                 if (name, seed, library, layout) in done:
@@ -438,43 +241,43 @@ def accuracy(lm, harness, tasks, seeds, steps, batch_size, lr_ptlib, lr_peft, ev
                     row = run_peft(lm, harness, task, layout, seed, steps, batch_size,
                                    lr_peft, eval_every)
                 rows.append({"task": name, "library": library, "config": index,
-                             "layout": layout, "manual_test_p_at_1": manual} | row)
+                             "layout": layout, "manual_test_exact_match": manual} | row)
                 if on_run is not None:
                     on_run(rows)
-                print(f"  {name} seed {seed} {library} {row['template']!r}: test P@1 "
-                      f"{row['test_p_at_1']:.3f}, dev {row['best_dev_p_at_1']:.3f} "
+                print(f"  {name} seed {seed} {library} {row['template']!r}: test EM "
+                      f"{row['test_exact_match']:.3f}, dev {row['best_dev_exact_match']:.3f} "
                       f"({row['seconds']:.0f} s)", flush=True)
     summary: dict = {}
     for name in tasks:
-        per_task = {"manual_test_p_at_1": rows[[r["task"] for r in rows].index(name)]
-                    ["manual_test_p_at_1"], "configs": []}
+        per_task = {"manual_test_exact_match": rows[[r["task"] for r in rows].index(name)]
+                    ["manual_test_exact_match"], "configs": []}
         for index, (library, layout) in enumerate(configs):
             mine = [r for r in rows if r["task"] == name and r["config"] == index]
             entry = {"library": library, "layout": layout, "template": mine[0]["template"],
-                     "test_p_at_1": mean_sd([r["test_p_at_1"] for r in mine]),
-                     "best_dev_p_at_1": mean_sd([r["best_dev_p_at_1"] for r in mine])}
+                     "test_exact_match": mean_sd([r["test_exact_match"] for r in mine]),
+                     "best_dev_exact_match": mean_sd([r["best_dev_exact_match"] for r in mine])}
             if library == "peft":
-                entry["last_test_p_at_1"] = mean_sd([r["last_test_p_at_1"] for r in mine])
+                entry["last_test_exact_match"] = mean_sd([r["last_test_exact_match"] for r in mine])
             per_task["configs"].append(entry)
         for library in ("ptlib", "peft"):
             candidates = [c for c in per_task["configs"] if c["library"] == library]
-            best = max(candidates, key=lambda c: c["best_dev_p_at_1"]["mean"])
+            best = max(candidates, key=lambda c: c["best_dev_exact_match"]["mean"])
             per_task[f"{library}_best"] = {"layout": best["layout"],
-                                           "test_p_at_1": best["test_p_at_1"]}
+                                           "test_exact_match": best["test_exact_match"]}
         summary[name] = per_task
-    averages = {f"config_{i}": sum(summary[t]["configs"][i]["test_p_at_1"]["mean"]
+    averages = {f"config_{i}": sum(summary[t]["configs"][i]["test_exact_match"]["mean"]
                                    for t in tasks) / len(tasks) for i in range(len(configs))}
     for library in ("ptlib", "peft"):
-        averages[f"{library}_best"] = sum(summary[t][f"{library}_best"]["test_p_at_1"]["mean"]
+        averages[f"{library}_best"] = sum(summary[t][f"{library}_best"]["test_exact_match"]["mean"]
                                           for t in tasks) / len(tasks)
-    averages["manual"] = sum(summary[t]["manual_test_p_at_1"] for t in tasks) / len(tasks)
+    averages["manual"] = sum(summary[t]["manual_test_exact_match"] for t in tasks) / len(tasks)
     return {"tasks": list(tasks), "seeds": list(seeds), "steps": steps,
             "batch_size": batch_size, "lr": {"ptlib": lr_ptlib, "peft": lr_peft},
             "eval_every": eval_every,
             "configs": [{"library": lib, "layout": lay} for lib, lay in configs],
             "ptlib_encoder": "LSTM (ptlib default, hidden d)",
             "peft_encoder": "MLP (PEFT default, hidden d)",
-            "runs": rows, "summary": summary, "average_test_p_at_1": averages}
+            "runs": rows, "summary": summary, "average_test_exact_match": averages}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,7 +324,7 @@ def main(argv=None) -> None:
     settings = {k: v for k, v in vars(args).items() if k not in ("resume", "skip_speed",
                                                                  "skip_accuracy")}
     partial = RESULTS_DIR / "peft_vs_ptlib.partial.json"
-    previous = json.loads(partial.read_text()) if args.resume and partial.exists() else {}
+    previous = (read_result(partial) or {}) if args.resume else {}
     if previous.get("settings") != settings:
         previous = {}
     state = {"settings": settings, "step_time": previous.get("step_time"),
@@ -550,7 +353,7 @@ def main(argv=None) -> None:
                                    args.batch_size, args.lr, args.peft_lr, args.eval_every,
                                    [("ptlib", lay) for lay in args.ptlib_layouts]
                                    + [("peft", args.peft_layout)], state["runs"], on_run)
-        print("average test P@1:", out["accuracy"]["average_test_p_at_1"], flush=True)
+        print("average test EM:", out["accuracy"]["average_test_exact_match"], flush=True)
     carry_skipped_parts(out)
     assert fingerprint(lm.model) == before, "ptlib's LM changed during the benchmark"
     assert not any(p.requires_grad for p in lm.model.parameters())
@@ -562,10 +365,9 @@ def main(argv=None) -> None:
 def carry_skipped_parts(out: dict) -> None:
     """Keep the parts this run skipped (--skip-speed / --skip-accuracy) from the last result,
     each marked with the command that measured it, so a partial rerun loses nothing."""
-    path = RESULTS_DIR / "peft_vs_ptlib.json"
-    if not path.exists():
+    last = read_result(RESULTS_DIR / "peft_vs_ptlib.json")
+    if last is None:
         return
-    last = json.loads(path.read_text())
     for part in ("step_time", "accuracy"):
         if part not in out and part in last:
             out[part] = last[part] | {"measured_by": last[part].get("measured_by",

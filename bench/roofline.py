@@ -3,7 +3,7 @@
 Three workloads on the embedded SmolLM2 and capital_of's train facts, with the step-time
 template of ``peft_vs_ptlib.py`` (9 slots + `` {x} ->``):
 
-- ``train``: one ``ptlib.train.training_step`` of the LSTM encoder at batch 16;
+- ``train``: one ``ptlib.training.training_step`` of the LSTM encoder at batch 16;
 - ``eval``: one forward-only evaluation batch of 32 facts (``batch_scores`` under no_grad);
 - ``score``: AutoPrompt candidate scoring, 10 candidates (+ the current prompt) x 16 facts.
 
@@ -35,75 +35,21 @@ operators pay for every thread wake-up.
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import SPEED_TEMPLATE, WORKLOAD_SIZES, lstm_trainer, matmul_rate, write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from ptlib import load_lm, load_task
+from ptlib.flops import useful_flops
+from ptlib.model import compile_layers
+from ptlib.objective import batch_scores, make_batch, score_candidates
+from ptlib.packing import pack
+from ptlib.template import parse_template
+from ptlib.training import training_step
 
-from ptlib import load_lm, load_task  # noqa: E402
-from ptlib.encoders import build_encoder  # noqa: E402
-from ptlib.model import compile_layers  # noqa: E402
-from ptlib.objective import batch_scores, make_batch, score_candidates  # noqa: E402
-from ptlib.packing import pack  # noqa: E402
-from ptlib.template import parse_template  # noqa: E402
-from ptlib.train import training_step  # noqa: E402
-
-TEMPLATE = "[P]" * 9 + " {x} ->"
 PRECISIONS = ("fp32", "bf16_autocast", "bf16", "bf16_compiled")  # compiled: compile_layers
-SIZES = {"train": 16, "eval": 32, "score": 16}
 CANDIDATES = 10
-
-
-def body_parameters(lm) -> int:
-    return sum(p.numel() for name, p in lm.model.named_parameters()
-               if "embed" not in name and "lm_head" not in name)
-
-
-def useful_flops(lm, batch, workload: str) -> float:
-    """Model FLOPs over real tokens only: body forward (2N per token plus attention scores
-    over the row's real length), the LM head at target positions, doubled for training
-    (activation gradients; the frozen LM has no weight gradients)."""
-    config = lm.model.config
-    lengths = batch.attention_mask.sum(dim=1).double()  # (B,) real tokens per row
-    body = 2 * body_parameters(lm) * lengths.sum()
-    attention = 4 * config.hidden_size * config.num_hidden_layers * (lengths**2).sum()
-    head = 2 * config.hidden_size * config.vocab_size * batch.target_mask.sum()
-    forward = float(body + attention + head)
-    return 2 * forward if workload == "train" else forward
-
-
-def matmul_rate(lm, batch, dtype: torch.dtype, repeats: int = 5) -> float:
-    """GFLOP/s of the body's and the head's matrix multiplies at the shapes this batch runs
-    at: (R*C, d), the packed tokens (``ptlib.packing``), times each projection of one layer,
-    and (B*Ty, d) times the head, on the LM's device."""
-    config = lm.model.config
-    d, ff = config.hidden_size, config.intermediate_size
-    kv = config.num_key_value_heads * (d // config.num_attention_heads)
-    rows, targets = pack(batch).source.numel(), batch.target_ids.numel()
-    shapes = [(rows, d, d), (rows, d, kv), (rows, d, kv), (rows, d, d), (rows, d, ff),
-              (rows, d, ff), (rows, ff, d), (targets, d, config.vocab_size)]
-    operands = [(torch.randn(m, k, dtype=dtype, device=lm.device),
-                 torch.randn(k, n, dtype=dtype, device=lm.device)) for m, k, n in shapes]
-    flops = sum(2 * m * k * n for m, k, n in shapes)
-    timings = []
-    for _ in range(repeats + 1):  # the first round warms the kernels up and is dropped
-        synchronize(lm.device)
-        started = time.perf_counter()
-        for a, b in operands:
-            a @ b
-        synchronize(lm.device)
-        timings.append(time.perf_counter() - started)
-    return flops / statistics.median(timings[1:]) / 1e9
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work, so a wall-clock timer measures it; nothing on a CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Workloads:
@@ -112,18 +58,17 @@ class Workloads:
     def __init__(self, lm, facts, compiled_lm):
         self.lm = lm
         self.compiled_lm = compiled_lm  # another copy, its bf16 decoder layers compiled
-        self.template = parse_template(TEMPLATE)
+        self.template = parse_template(SPEED_TEMPLATE)
         self.facts = facts
         self.encoders = {}
         for precision in PRECISIONS:
-            encoder = build_encoder("lstm", self.template.num_slots, lm.embeddings, seed=0)
-            self.encoders[precision] = (encoder, torch.optim.AdamW(encoder.parameters()))
+            self.encoders[precision] = lstm_trainer(lm, self.template)
         generator = torch.Generator().manual_seed(0)
         self.candidates = torch.randint(lm.vocab_size, (CANDIDATES + 1, 9),
                                         generator=generator)
 
     def rows(self, workload: str) -> list:
-        return self.facts[: SIZES[workload]]
+        return self.facts[: WORKLOAD_SIZES[workload]]
 
     def batch(self, workload: str):
         return make_batch(self.lm, self.template, self.rows(workload))
@@ -153,7 +98,7 @@ class Workloads:
 
 def timed(work: Workloads, rounds: int) -> dict:
     """Median seconds of every (workload, precision), interleaved round by round."""
-    times = {(w, p): [] for w in SIZES for p in PRECISIONS}
+    times = {(w, p): [] for w in WORKLOAD_SIZES for p in PRECISIONS}
     for key in times:  # warm-up: first calls allocate and pick kernels
         work.run(*key)
     for _ in range(rounds):
@@ -186,9 +131,9 @@ def main(argv=None) -> None:
     work = Workloads(lm, load_task("capital_of").split("train"), compiled)
     seconds = timed(work, args.rounds)
     rows = []
-    for workload in SIZES:
+    for workload in WORKLOAD_SIZES:
         batch = work.batch(workload)
-        flops = useful_flops(lm, batch, workload)
+        flops = useful_flops(lm.model, batch, workload)
         if workload == "score":
             flops *= CANDIDATES + 1
         padding = 1 - batch.attention_mask.sum().item() / pack(batch).source.numel()
@@ -212,9 +157,10 @@ def main(argv=None) -> None:
         print(f"top operators, training step, {precision}:")
         for op in ops:
             print(f"  {op['op'][:40]:40s} {op['self_ms']:8.1f} ms  {100 * op['share']:5.1f}%")
-    write_result("roofline", {"command": "python bench/roofline.py", "template": TEMPLATE,
+    write_result("roofline", {"command": "python bench/roofline.py",
+                              "template": SPEED_TEMPLATE,
                               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-                              "batch_sizes": SIZES, "candidates": CANDIDATES,
+                              "batch_sizes": WORKLOAD_SIZES, "candidates": CANDIDATES,
                               "rounds": args.rounds, "rows": rows,
                               "top_operators_train": operators})
 

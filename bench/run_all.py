@@ -12,15 +12,12 @@ not rerun here).
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BENCH_DIR, RESULTS_DIR, machine_info  # noqa: E402
+from _common import BENCH_DIR, RESULTS_DIR, machine_info, read_result
 
 BENCHMARKS = ("roofline", "bf16_accuracy", "peft_vs_ptlib", "autoprompt_efficiency", "memory")
 REPORT = BENCH_DIR / "RESULTS.md"
@@ -46,8 +43,7 @@ def run(name: str, quick: bool, resume: bool = False) -> tuple[int, float]:
 
 
 def load(name: str) -> dict | None:
-    path = RESULTS_DIR / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_result(RESULTS_DIR / f"{name}.json")
 
 
 def pct(value: float) -> str:
@@ -70,10 +66,11 @@ def peft_section(data: dict, goals: dict) -> list[str]:
             + ", ".join(f"{k} = {v}" for k, v in data["peft_defaults"].items()) + ".", ""]
     check = data["indexing_check"]
     out += [f"Indexing check (PEFT-style full-logit evaluation with no virtual tokens vs "
-            f"`ptlib.evaluate`, {check['task']} test, `{check['template']}`): P@1 "
-            f"{pct(check['p_at_1_peft_style'])} vs {pct(check['p_at_1_ptlib'])}, NLL "
-            f"{check['nll_peft_style']:.4f} vs {check['nll_ptlib']:.4f}. ptlib's LM unchanged "
-            f"after the run: {data.get('ptlib_lm_unchanged')}.", ""]
+            f"`ptlib.evaluate`, {check['task']} test, `{check['template']}`): exact match "
+            f"(EM) {pct(check['exact_match_peft_style'])} vs "
+            f"{pct(check['exact_match_ptlib'])}, NLL {check['nll_peft_style']:.4f} vs "
+            f"{check['nll_ptlib']:.4f}. ptlib's LM unchanged after the run: "
+            f"{data.get('ptlib_lm_unchanged')}.", ""]
     speed = data.get("step_time")
     if speed:
         out += ["### (a) Seconds per training step, ratio ptlib / PEFT (interleaved)", "",
@@ -128,7 +125,7 @@ def peft_section(data: dict, goals: dict) -> list[str]:
                 f"prompt (PEFT's last-step prompt shown too). ptlib: {acc['ptlib_encoder']}; "
                 f"PEFT: {acc['peft_encoder']}. `{{manual}}` is the task's first manual "
                 f"template. \"ptlib best\" takes, per task, the ptlib layout with the higher "
-                f"mean dev P@1 (chosen on dev, not test). Every PEFT result was cross-checked "
+                f"mean dev EM (chosen on dev, not test). Every PEFT result was cross-checked "
                 f"against ptlib's evaluation of PEFT's own prompt vectors.", ""]
         header = ["task", "manual prompt"]
         header += [f"{c['library']} `{c['layout']}`" for c in configs]
@@ -136,13 +133,13 @@ def peft_section(data: dict, goals: dict) -> list[str]:
         rows = []
         for task in acc["tasks"]:
             entry = acc["summary"][task]
-            row = [task, pct(entry["manual_test_p_at_1"])]
-            row += [msd(c["test_p_at_1"]) for c in entry["configs"]]
-            row.append(msd(entry["ptlib_best"]["test_p_at_1"]))
-            row.append("; ".join(msd(c["last_test_p_at_1"]) for c in entry["configs"]
+            row = [task, pct(entry["manual_test_exact_match"])]
+            row += [msd(c["test_exact_match"]) for c in entry["configs"]]
+            row.append(msd(entry["ptlib_best"]["test_exact_match"]))
+            row.append("; ".join(msd(c["last_test_exact_match"]) for c in entry["configs"]
                                  if c["library"] == "peft"))
             rows.append(row)
-        avg = acc["average_test_p_at_1"]
+        avg = acc["average_test_exact_match"]
         rows.append(["**average**", pct(avg["manual"])]
                     + [f"**{pct(avg[f'config_{i}'])}**" for i in range(len(configs))]
                     + [f"**{pct(avg['ptlib_best'])}**", ""])
@@ -175,15 +172,15 @@ def autoprompt_section(data: dict) -> list[str]:
             f"forwards (a backward counts as two), {search['num_candidates']} candidates per "
             f"iteration, batch {search['batch_size']}, seeds {search['seeds']}. Objective = "
             f"mean log P(y | x, P) of the best-on-dev prompt over all train facts. Manual "
-            f"prompt `{search['manual_template']}`: test P@1 "
-            f"{pct(search['manual_test_p_at_1'])}.", ""]
+            f"prompt `{search['manual_template']}`: test exact match (EM) "
+            f"{pct(search['manual_test_exact_match'])}.", ""]
     rows = []
     for method, s in search["summary"].items():
         rows.append([method, f"{s['forwards']['mean']:.0f}", f"{s['iterations']['mean']:.0f}",
-                     msd(s["train_objective"], 1.0, 3), msd(s["best_dev_p_at_1"]),
-                     msd(s["test_p_at_1"])])
-    out += table(["method", "forwards", "iterations", "train objective", "best dev P@1 (%)",
-                  "test P@1 (%)"], rows)
+                     msd(s["train_objective"], 1.0, 3), msd(s["best_dev_exact_match"]),
+                     msd(s["test_exact_match"])])
+    out += table(["method", "forwards", "iterations", "train objective", "best dev EM (%)",
+                  "test EM (%)"], rows)
     out += ["Prompts found: " + "; ".join(f"{r['method']} seed {r['seed']}: `{r['prompt']}`"
                                          for r in search["runs"]), ""]
     return out
@@ -250,7 +247,7 @@ def gpu_section() -> list[str]:
     out = [f"## GPU (recorded on a lent {check['gpu']} by `bash bench/gpu_session.sh`; "
            "summarised from `bench/gpu_*_" f"{GPU_NAME}.json`, not rerun here)", "",
            f"torch {check['torch']}, transformers {check['transformers']}; random-init "
-           "weights of the stated shapes. Every timed step is `ptlib.train.training_step`, "
+           "weights of the stated shapes. Every timed step is `ptlib.training.training_step`, "
            "which builds its batch from the facts (tokens cached per fact), packs it without "
            "padding (`ptlib.packing`) and syncs for the loss, as training does. Model FLOPs "
            "count real tokens only.", ""]
@@ -287,8 +284,7 @@ def gpu_goals(goals: dict) -> None:
 
 
 def _gpu_file(name: str) -> dict | None:
-    path = BENCH_DIR / f"{name}_{GPU_NAME}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_result(BENCH_DIR / f"{name}_{GPU_NAME}.json")
 
 
 def _gpu_profile_lines() -> list[str]:

@@ -2,9 +2,10 @@
 
 From discrete prompt search (manual prompts, random search, AutoPrompt) to continuous prompts
 (free vectors, P-Tuning's LSTM and an MLP reparameterisation) on a frozen causal LM. Importing
-ptlib has no side effects: no seeding, no downloads, no model loading, and it loads no plotting
-or widget library: the course's tooling (``ptlib.plots``, ``ptlib.widgets``, ``ptlib.report``,
-``ptlib.exercises``, ...) is imported the first time it is used.
+ptlib has no side effects: no seeding, no downloads, no model loading. The engine imports
+nothing of the course: what only notebooks and reports need (the notebook runner, the study,
+plots, widgets, exercises) lives in ``ptlib.course``, which imports the engine, never the
+other way round.
 """
 
 import importlib
@@ -24,23 +25,23 @@ from ptlib.errors import (
 from ptlib.model import LM, load_lm, tiny_lm
 from ptlib.objective import Evaluation, evaluate
 from ptlib.peft_adapter import export_peft_adapter, import_peft_adapter
-from ptlib.runtime import fast_mode
 from ptlib.template import Template, build_batch, parse_template
-from ptlib.train import TrainConfig, TrainResult, train
+from ptlib.train_config import TrainConfig
+from ptlib.training import TrainResult, train
 
 __all__ = [
     "LM", "ConfigError", "DataError", "Evaluation", "Fact", "ModelError", "PTLibError",
     "SearchConfig", "SearchResult", "Task", "Template", "TemplateError", "TrainConfig",
     "TrainResult", "TrainingError", "build_batch", "build_encoder", "evaluate",
-    "export_peft_adapter", "fast_mode", "import_peft_adapter", "list_tasks", "load_lm",
-    "load_prompt", "load_task", "manual_prompts", "parse_template", "read_facts", "save_prompt",
-    "search", "tiny_lm", "train",
+    "export_peft_adapter", "import_peft_adapter", "list_tasks", "load_lm", "load_prompt",
+    "load_task", "manual_prompts", "parse_template", "read_facts", "save_prompt", "search",
+    "tiny_lm", "train",
 ]
 
-# Submodules imported on first attribute access (``ptlib.plots.search_curves``), so that
-# ``import ptlib`` stays light for engineers and the CLI.
-_ON_FIRST_USE = ("analysis", "course", "exercises", "local_optimum", "plots", "report", "stats",
-                 "study", "sweep", "widgets")
+# Engine submodules imported on first attribute access (``ptlib.stats.paired_difference``),
+# so that ``import ptlib`` stays light for engineers and the CLI. ``ptlib.course`` is not
+# among them: it is imported by name (``import ptlib.course``).
+_ON_FIRST_USE = ("analysis", "local_optimum", "stats")
 
 
 def __getattr__(name: str):

@@ -14,6 +14,7 @@ import torch
 from ptlib.data import Fact
 from ptlib.model import LM
 from ptlib.objective import evaluate
+from ptlib.precision import DEFAULT_PRECISION
 from ptlib.template import Template
 
 
@@ -88,13 +89,14 @@ def fit_pca(lm: LM, sample: int = 5000, seed: int = 0) -> PCA:
 
 
 def discretisation_gap(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor,
-                       precision: str = "fp32") -> dict:
-    """P@1 of the continuous prompt against its projection onto the nearest tokens (L2)."""
+                       precision: str = DEFAULT_PRECISION) -> dict:
+    """EM of the continuous prompt against its projection onto the nearest tokens (L2)."""
     ids = nearest_token_ids(lm, prompt)
     continuous = evaluate(lm, template, facts, prompt=prompt.to(lm.device), precision=precision)
     snapped = evaluate(lm, template, facts, slot_ids=ids.to(lm.device), precision=precision)
-    return {"continuous_p_at_1": continuous.p_at_1, "snapped_p_at_1": snapped.p_at_1,
-            "continuous_nll": continuous.nll, "snapped_nll": snapped.nll,
+    return {"continuous_exact_match": continuous.exact_match,
+            "snapped_exact_match": snapped.exact_match, "continuous_nll": continuous.nll,
+            "snapped_nll": snapped.nll,
             "snapped_tokens": [lm.tokenizer.decode([int(i)]) for i in ids]}
 
 

@@ -6,14 +6,13 @@ format with the (L, d) vectors, the template and the model's width.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ptlib.atomic import atomic_file
 from ptlib.errors import ModelError, PTLibError
 
 META_KEY = "ptlib"
@@ -22,16 +21,9 @@ META_KEY = "ptlib"
 def save_state(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Write ``tensors`` and JSON-able ``meta`` to ``path`` atomically (temp file + replace)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    with atomic_file(path) as staging:
         save_file(plain, staging, metadata={META_KEY: json.dumps(meta)})
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -32,7 +32,8 @@ from ptlib.model import DEFAULT_MODEL, TINY_MODEL, load_lm, resolve_device
 from ptlib.objective import evaluate
 from ptlib.options import choices_of
 from ptlib.template import parse_template
-from ptlib.train import TrainConfig, train
+from ptlib.train_config import TrainConfig
+from ptlib.training import train
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace, ranks: distributed.Ranks) -> dict:
                         lm.name)
         return {"command": "train", "task": task.name, "template": args.template,
                 "config": result.config.as_dict(), "steps_done": len(result.history.step),
-                "best_step": result.best_step, "best_dev_p_at_1": result.best_dev_p_at_1,
+                "best_step": result.best_step, "best_dev_exact_match": result.best_dev_exact_match,
                 args.split: result.evaluate(lm, report).as_dict()}
     if args.command == "search":
         result = search(lm, args.template, task.split("train"), task.split("dev"),
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace, ranks: distributed.Ranks) -> dict:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             torch.save(result.slot_ids, Path(args.out) / "slot_ids.pt")
         return {"command": "search", "task": task.name, "prompt": result.prompt_text,
-                "forwards": result.forwards, "best_dev_p_at_1": result.best_dev_p_at_1,
+                "forwards": result.forwards, "best_dev_exact_match": result.best_dev_exact_match,
                 args.split: result.evaluate(lm, report).as_dict()}
     if (args.prompt is None) == (args.template is None):
         raise PTLibError("eval needs exactly one of --template (manual) or --prompt (file)")

@@ -131,7 +131,7 @@ class Task:
         counts = Counter(f.y for f in self.split("train"))
         return counts.most_common(1)[0][0]
 
-    def majority_p_at_1(self, split: str = "test") -> float:
+    def majority_exact_match(self, split: str = "test") -> float:
         """Exact match of always answering the train split's most frequent canonical object
         (a hit where it is any accepted object of the fact)."""
         facts = self.split(split)

@@ -1,51 +1,59 @@
 """Discrete prompt search: every slot holds a vocabulary token (p_i in V).
 
-- ``manual_prompts``: P@1 of each hand-written template (paraphrase sensitivity).
+- ``manual_prompts``: EM of each hand-written template (paraphrase sensitivity);
+  ``best_manual_template`` picks one on dev, and ``manual_start`` writes it as a slot template
+  whose slots start at its own tokens, so a search can start from the manual prompt.
 - ``search``: one greedy loop whose candidate prompts come from a registered proposer
-  (``PROPOSERS``): ``"autoprompt"`` picks a slot and ranks tokens for it by the first-order
-  estimate E @ (-grad) of the loss change (AutoPrompt's HotFlip step); ``"random"`` picks a slot
-  and draws tokens uniformly from the allowed vocabulary. Everything else (candidates scored
-  together on a fresh batch, a swap kept only when it improves, the best prompt on dev kept) is
-  shared, so the comparison isolates the value of the gradient. A proposer returns whole
-  candidate prompts (K, L), so one that changes several slots at once fits the same loop.
+  (``ptlib.proposers``: AutoPrompt, GCG, random). Everything else (candidates scored together
+  on a fresh batch, a swap kept only when it improves, the best prompt on dev kept, its start
+  included) is shared, so a comparison isolates the proposer. The loop stops at its iteration
+  count, its forward budget or its patience, whichever comes first, and says which.
 
 Cost is counted in sequence forwards: each (prompt, fact) row through the model is one, and a
 backward pass counts as two (its usual cost). Dev evaluations are model selection shared by
-both methods and are not counted.
+every method and are not counted.
 """
 
 import dataclasses
+import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from ptlib.data import Fact, Task
-from ptlib.errors import ConfigError
+from ptlib.errors import ConfigError, TemplateError
 from ptlib.model import LM
-from ptlib.objective import (
-    PRECISIONS,
-    batch_scores,
-    evaluate,
-    make_batch,
-    resolve_precision,
-    score_candidates,
-)
-from ptlib.options import check_choices, option
+from ptlib.objective import Evaluation, evaluate, make_batch, score_candidates
+from ptlib.options import check_options, option
+from ptlib.precision import DEFAULT_PRECISION, PRECISIONS, resolve_precision
 from ptlib.progress import end_early, progress
-from ptlib.template import INPUT, Template, encode_target, parse_template
+from ptlib.proposers import PROPOSERS, SearchState, sample_facts
+from ptlib.template import INPUT, SLOT, Template, encode_target, parse_template
 
 
-def manual_prompts(lm: LM, task: Task, split: str = "test", precision: str = "fp32"
+def manual_prompts(lm: LM, task: Task, split: str = "test", precision: str = DEFAULT_PRECISION
                    ) -> list[dict]:
-    """P@1, NLL and first-token rank of each of the task's manual templates on ``split``."""
+    """Exact match (EM), NLL and first-token rank of each of the task's manual templates
+    on ``split``."""
     facts = task.split(split)
     rows = []
     for text in task.templates:
         result = evaluate(lm, parse_template(text), facts, precision=precision)
         rows.append({"template": text} | result.as_dict())
     return rows
+
+
+def best_manual_template(lm: LM, task: Task, split: str = "dev",
+                         precision: str = DEFAULT_PRECISION) -> tuple[str, Evaluation]:
+    """The task's manual template with the best EM on ``split`` (ties: lower NLL, then file
+    order), and its evaluation there. Choose on dev and keep test for the verdict: the best
+    template on test is an optimistic bound, not a method."""
+    facts = task.split(split)
+    scored = [(evaluate(lm, parse_template(text), facts, precision=precision), index, text)
+              for index, text in enumerate(task.templates)]
+    result, _, text = min(scored, key=lambda row: (-row[0].exact_match, row[0].nll, row[1]))
+    return text, result
 
 
 def allowed_tokens(lm: LM, gold_objects: list[str], exclude_capitalised: bool = True
@@ -71,33 +79,48 @@ def allowed_tokens(lm: LM, gold_objects: list[str], exclude_capitalised: bool = 
     return allowed
 
 
+# SearchConfig fields added after study records were written, with their defaults.
+LATER_SEARCH_FIELDS = {"top_k": 256, "patience": None}
+
+
 @dataclass
 class SearchConfig:
     """Settings of a discrete search; a bad value raises ``ConfigError`` naming it."""
 
-    method: str = option("autoprompt", "how candidates are proposed: autoprompt "
-                         "(gradient-ranked swaps) or random", lambda: tuple(PROPOSERS))
-    iterations: int = option(50, "swap attempts")
-    num_candidates: int = option(10, "candidate prompts scored per iteration (AutoPrompt: 10)")
-    batch_size: int = option(16, "facts in the gradient batch and in each scoring batch")
+    method: str = option("autoprompt", "how candidates are proposed: autoprompt (one slot's "
+                         "gradient-ranked swaps), gcg (random swaps among every slot's "
+                         "gradient-ranked tokens) or random", lambda: tuple(PROPOSERS))
+    iterations: int = option(50, "swap attempts", minimum=1)
+    num_candidates: int = option(10, "candidate prompts scored per iteration (AutoPrompt: 10)",
+                                 minimum=1)
+    top_k: int = option(256, "gcg: each slot's candidate pool, its top-k tokens by the "
+                             "gradient (autoprompt ranks num_candidates)", minimum=1)
+    batch_size: int = option(16, "facts in the gradient batch and in each scoring batch",
+                             minimum=1)
     full_batch: bool = option(False, "score on all train facts, so the objective never falls")
-    eval_every: int = option(10, "iterations between dev evaluations")
+    eval_every: int = option(10, "iterations between dev evaluations", minimum=1)
+    patience: int | None = option(None, "stop after this many dev evaluations without a better "
+                                        "dev score (EM, then NLL); none never stops early",
+                                  minimum=1)
     max_forwards: int | None = option(None, "stop once this many sequence forwards are spent; "
-                                            "none: run every iteration")
+                                            "none: run every iteration", minimum=1)
     exclude_capitalised: bool = option(True, "AutoPrompt's proper-noun filter on slot tokens")
     init_token: str = option(" the", "every slot starts as this token (if it is one token)")
-    seed: int = option(0, "slot choice, candidates and batches")
-    precision: str = option("auto", "frozen LM: auto (bf16 where native, as in TrainConfig), "
-                                    "fp32, or bf16 (its weights cast to bf16 once)", PRECISIONS)
+    seed: int = option(0, "slot choice, candidates and batches", minimum=0)
+    precision: str = option("auto", "frozen LM: auto (ptlib.precision decides for the "
+                                    "device), fp32, or bf16 (its weights cast to bf16 once)",
+                            PRECISIONS)
 
     def __post_init__(self):
-        check_choices(self)
-        for name in ("iterations", "num_candidates", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_forwards is not None and self.max_forwards < 1:
-            raise ConfigError(f"max_forwards must be positive or None, got {self.max_forwards!r}")
+        check_options(self)
+        if self.seed >= 2**63:
+            raise ConfigError(f"seed must be below 2**63, got {self.seed}")
+
+    def identity(self) -> dict:
+        """What a study record is matched on: the fields, less the ``LATER_SEARCH_FIELDS``
+        that sit at their defaults (so records written before they existed still match)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in LATER_SEARCH_FIELDS or v != LATER_SEARCH_FIELDS[k]}
 
 
 @dataclass
@@ -109,8 +132,9 @@ class SearchHistory:
     objective: list[float] = field(default_factory=list)  # mean log P(y|x,P) of the kept prompt
     accepted: list[bool] = field(default_factory=list)
     prompt: list[str] = field(default_factory=list)       # the kept prompt after the iteration
-    eval_iteration: list[int] = field(default_factory=list)
-    dev_p_at_1: list[float] = field(default_factory=list)
+    eval_iteration: list[int] = field(default_factory=list)  # 0 is the starting prompt
+    dev_exact_match: list[float] = field(default_factory=list)
+    dev_nll: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,18 +148,23 @@ class SearchResult:
     template: str
     slot_ids: torch.Tensor   # (L,) best-on-dev slot tokens
     prompt_text: str         # the template with those tokens written in
-    best_dev_p_at_1: float
-    forwards: int            # sequence forwards spent
+    best_dev_exact_match: float
+    forwards: int            # sequence forwards spent (the budget is checked after each
+                             # iteration, so the last one may pass it by one iteration's cost)
     seconds: float
     history: SearchHistory
+    stopped_by: str = "iterations"  # "iterations", "budget" or "patience"
 
     @property
     def seconds_per_iteration(self) -> float:
         return self.seconds / max(1, len(self.history.iteration))
 
-    def evaluate(self, lm: LM, facts: list[Fact], precision: str = "fp32"):
+    def evaluate(self, lm: LM, facts: list[Fact], precision: str | None = None):
+        """EM and NLL of the best prompt on ``facts``, at the precision the search ran at
+        (``config.precision``, resolved) unless ``precision`` says otherwise."""
         return evaluate(lm, parse_template(self.template), facts,
-                        slot_ids=self.slot_ids.to(lm.device), precision=precision)
+                        slot_ids=self.slot_ids.to(lm.device),
+                        precision=precision or self.config.precision)
 
 
 def prompt_text(lm: LM, template: Template, slot_ids: torch.Tensor) -> str:
@@ -146,8 +175,38 @@ def prompt_text(lm: LM, template: Template, slot_ids: torch.Tensor) -> str:
     return "".join(next(tokens) if chunk is None else chunk for chunk in template.chunks(INPUT))
 
 
+def manual_start(lm: LM, manual: str, subjects: list[str]) -> tuple[str, torch.Tensor]:
+    """The manual template (no slots) rewritten with a slot for each of its tokens, and those
+    tokens as the slots' start: (slot template, (L,) ids). ``"The capital of {x} is"`` becomes
+    ``"[P][P][P] {x} [P]"`` starting at its own tokens, so a search from there starts at the
+    manual prompt exactly. ``TemplateError`` when the rewrite does not give the manual prompt's
+    tokens for each of ``subjects`` (a tokenizer that merges across the subject's edges)."""
+    template = parse_template(manual)
+    if template.num_slots:
+        raise TemplateError(f"manual_start needs a template without slots, got {manual!r}")
+    before, after = manual.split(INPUT)
+    tokenizer = lm.tokenizer
+    before_ids = tokenizer(before.rstrip(), add_special_tokens=False).input_ids
+    after_ids = tokenizer(after, add_special_tokens=False).input_ids
+    text = (SLOT * len(before_ids) + (" " if before.endswith(" ") else "") + INPUT
+            + (" " if after.startswith(" ") else "") + SLOT * len(after_ids))
+    slots = parse_template(text.strip())
+    ids = torch.tensor(before_ids + after_ids, dtype=torch.long)
+    for subject in subjects:
+        direct = tokenizer(template.render(subject), add_special_tokens=False).input_ids
+        written = iter(ids.tolist())
+        rebuilt = [token for chunk in slots.chunks(subject) for token in (
+            [next(written)] if chunk is None
+            else tokenizer(chunk, add_special_tokens=False).input_ids)]
+        if rebuilt != direct:
+            raise TemplateError(f"{manual!r} cannot be written as slots for subject "
+                                f"{subject!r}: its tokens differ from the slot template's")
+    return slots.text, ids
+
+
 def _initial_slots(lm: LM, template: Template, config: SearchConfig,
                    allowed: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Every slot at ``config.init_token`` when it is one token, else random allowed tokens."""
     ids = lm.tokenizer(config.init_token, add_special_tokens=False).input_ids
     if len(ids) == 1:
         return torch.full((template.num_slots,), ids[0], dtype=torch.long)
@@ -155,149 +214,106 @@ def _initial_slots(lm: LM, template: Template, config: SearchConfig,
     return pool[torch.randint(len(pool), (template.num_slots,), generator=generator)]
 
 
-def _sample(facts: list[Fact], size: int, generator: torch.Generator) -> list[Fact]:
-    if size >= len(facts):
-        return list(facts)
-    return [facts[int(i)] for i in torch.randperm(len(facts), generator=generator)[:size]]
+class _SearchLoop:
+    """One call of ``search``: the state proposers see, the history, the best prompt so far."""
 
+    def __init__(self, lm: LM, template: Template, facts: tuple[list[Fact], list[Fact]],
+                 config: SearchConfig, initial_slots: torch.Tensor | None):
+        train_facts, self.dev_facts = facts
+        generator = torch.Generator().manual_seed(config.seed)
+        allowed = allowed_tokens(lm, [obj for f in train_facts for obj in f.accepted],
+                                 config.exclude_capitalised)
+        if initial_slots is None:
+            initial_slots = _initial_slots(lm, template, config, allowed, generator)
+        elif tuple(initial_slots.shape) != (template.num_slots,):
+            raise ConfigError(f"initial_slots has shape {tuple(initial_slots.shape)}, but the "
+                              f"template has {template.num_slots} slots")
+        self.state = SearchState(lm, template, train_facts, allowed, config, generator,
+                                 initial_slots.detach().cpu().long().clone())
+        self.history, self.forwards, self.started = SearchHistory(), 0, time.perf_counter()
+        self.best = ((-math.inf, -math.inf), self.state.slots.clone())  # ((EM, -NLL), slots)
+        self.evals_since_best, self.stopped_by = 0, "iterations"
 
-def slot_gradient(lm: LM, template: Template, facts: list[Fact], slot_ids: torch.Tensor,
-                  precision: str = "fp32") -> torch.Tensor:
-    """Gradient of the mean loss with respect to the slot embeddings: (L, d)."""
-    batch = make_batch(lm, template, facts)
-    prompt = lm.embeddings[slot_ids.to(lm.device)].detach().float().requires_grad_(True)
-    loss = -batch_scores(lm, batch, prompt=prompt, precision=precision).logprob.mean()
-    (grad,) = torch.autograd.grad(loss, prompt)
-    return grad
+    def evaluate_dev(self, iteration: int) -> bool:
+        """Score the current prompt on dev; True when patience has run out. Ties go to the
+        later prompt (its train objective is no worse) but do not count as progress."""
+        state = self.state
+        result = evaluate(state.lm, state.template, self.dev_facts,
+                          slot_ids=state.slots.to(state.lm.device),
+                          precision=state.config.precision)
+        history = self.history
+        history.eval_iteration.append(iteration)
+        history.dev_exact_match.append(result.exact_match)
+        history.dev_nll.append(result.nll)
+        score = (result.exact_match, -result.nll)
+        self.evals_since_best = 0 if score > self.best[0] else self.evals_since_best + 1
+        if score >= self.best[0]:
+            self.best = (score, state.slots.clone())
+        patience = state.config.patience
+        return patience is not None and self.evals_since_best >= patience
 
+    def iterate(self, iteration: int) -> None:
+        """Propose, score the candidates and the current prompt on one batch, keep the best."""
+        state, config = self.state, self.state.config
+        proposal = PROPOSERS[config.method](state)
+        trials = torch.cat([state.slots.unsqueeze(0), proposal.prompts])  # row 0: current
+        size = len(state.train_facts) if config.full_batch else config.batch_size
+        batch = make_batch(state.lm, state.template,
+                           sample_facts(state.train_facts, size, state.generator))
+        values = score_candidates(state.lm, batch, trials.to(state.lm.device),
+                                  precision=config.precision)  # (1 + K,)
+        self.forwards += proposal.forwards + trials.shape[0] * batch.size
+        winner = int(values.argmax())
+        accepted = winner > 0 and bool(values[winner] > values[0])
+        if accepted:
+            state.slots = trials[winner].clone()
+        history = self.history
+        history.iteration.append(iteration)
+        history.forwards.append(self.forwards)
+        history.objective.append(float(values[winner] if accepted else values[0]))
+        history.accepted.append(accepted)
+        history.prompt.append(prompt_text(state.lm, state.template, state.slots))
 
-def hotflip_candidates(lm: LM, grad_at_slot: torch.Tensor, allowed: torch.Tensor, k: int
-                       ) -> torch.Tensor:
-    """Top-k allowed tokens by E @ (-grad): the largest first-order loss decrease. (k,)"""
-    gain = lm.embeddings.float() @ (-grad_at_slot.float())  # (V,)
-    gain = gain.masked_fill(~allowed.to(gain.device), -torch.inf)
-    return gain.topk(min(k, int(allowed.sum()))).indices.cpu()
+    def run(self, bar) -> None:
+        """Iterate until the iterations, the budget or the patience run out."""
+        config = self.state.config
+        self.evaluate_dev(0)
+        for iteration in bar:
+            self.iterate(iteration)
+            out_of_patience = iteration % config.eval_every == 0 and self.evaluate_dev(iteration)
+            spent = config.max_forwards is not None and self.forwards >= config.max_forwards
+            if spent or out_of_patience:
+                self.stopped_by = "budget" if spent else "patience"
+                end_early(bar)  # a budget or patience: the search is complete, not cut short
+                break
+        if self.history.eval_iteration[-1] != self.history.iteration[-1]:
+            self.evaluate_dev(self.history.iteration[-1])
 
-
-def random_candidates(allowed: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k distinct allowed tokens drawn uniformly: (k,)."""
-    pool = allowed.nonzero().squeeze(1)
-    return pool[torch.randperm(len(pool), generator=generator)[:k]]
-
-
-@dataclass
-class SearchState:
-    """What a proposer sees: the current prompt and everything it may use to improve it."""
-
-    lm: LM
-    template: Template
-    train_facts: list[Fact]
-    allowed: torch.Tensor        # (V,) bool: tokens a slot may hold
-    config: SearchConfig
-    generator: torch.Generator   # the search's only source of randomness
-    slots: torch.Tensor          # (L,) the current prompt's slot tokens
-
-
-@dataclass
-class Proposal:
-    """Candidate prompts to score against the current one."""
-
-    prompts: torch.Tensor  # (K, L) slot tokens
-    forwards: int          # sequence forwards spent making the proposal
-
-
-Proposer = Callable[[SearchState], Proposal]
-PROPOSERS: dict[str, Proposer] = {}
-
-
-def register_proposer(name: str):
-    """Decorator: make a proposer usable as ``SearchConfig(method=name)``."""
-    def register(proposer: Proposer) -> Proposer:
-        PROPOSERS[name] = proposer
-        return proposer
-    return register
-
-
-def one_slot_swaps(slot_ids: torch.Tensor, position: int, tokens: torch.Tensor) -> torch.Tensor:
-    """The prompt ``slot_ids`` (L,) with slot ``position`` set to each of ``tokens`` (k,):
-    (k, L), one prompt per row."""
-    prompts = slot_ids.repeat(len(tokens), 1)
-    prompts[:, position] = tokens.to(prompts.device)
-    return prompts
-
-
-@register_proposer("autoprompt")
-def propose_hotflip(state: SearchState) -> Proposal:
-    """AutoPrompt: one random slot, its top-k tokens by E @ (-grad) on a sampled batch."""
-    config = state.config
-    position = int(torch.randint(state.template.num_slots, (1,), generator=state.generator))
-    grad_facts = _sample(state.train_facts, config.batch_size, state.generator)
-    grad = slot_gradient(state.lm, state.template, grad_facts, state.slots, config.precision)
-    tokens = hotflip_candidates(state.lm, grad[position], state.allowed, config.num_candidates)
-    return Proposal(one_slot_swaps(state.slots, position, tokens), 3 * len(grad_facts))
-
-
-@register_proposer("random")
-def propose_random(state: SearchState) -> Proposal:
-    """Random search: one random slot, k distinct allowed tokens drawn uniformly; free."""
-    position = int(torch.randint(state.template.num_slots, (1,), generator=state.generator))
-    tokens = random_candidates(state.allowed, state.config.num_candidates, state.generator)
-    return Proposal(one_slot_swaps(state.slots, position, tokens), 0)
+    def result(self) -> SearchResult:
+        state = self.state
+        (exact_match, _), slots = self.best
+        return SearchResult(state.config, state.template.text, slots,
+                            prompt_text(state.lm, state.template, slots), exact_match,
+                            self.forwards, time.perf_counter() - self.started, self.history,
+                            self.stopped_by)
 
 
 def search(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: list[Fact],
            config: SearchConfig | None = None, show_progress: bool = True,
-           progress_label: str | None = None) -> SearchResult:
-    """Greedy discrete prompt search over the template's slots, with the config's proposer
-    (AutoPrompt or random swaps). ``progress_label`` names the progress bar."""
+           progress_label: str | None = None,
+           initial_slots: torch.Tensor | None = None) -> SearchResult:
+    """Greedy discrete prompt search over the template's slots with the config's proposer,
+    from ``initial_slots`` (L,) when given (e.g. ``manual_start``), else from
+    ``config.init_token``. The best prompt on dev is kept, the start included, so a search
+    never ends below where it started on dev. ``progress_label`` names the progress bar."""
     config = config or SearchConfig()
     # the result records the precision the search ran at, "auto" resolved for this device
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, lm.device))
     template = parse_template(getattr(template, "text", template), require_slots=True)
     if not train_facts or not dev_facts:
         raise ConfigError("search needs at least one train fact and one dev fact")
-    generator = torch.Generator().manual_seed(config.seed)
-    allowed = allowed_tokens(lm, [obj for f in train_facts for obj in f.accepted],
-                             config.exclude_capitalised)
-    state = SearchState(lm, template, train_facts, allowed, config, generator,
-                        _initial_slots(lm, template, config, allowed, generator))
-    history, forwards, started = SearchHistory(), 0, time.perf_counter()
-    score_size = len(train_facts) if config.full_batch else config.batch_size
-    best = (-1.0, state.slots.clone())
-
-    def dev_eval(iteration: int) -> None:
-        nonlocal best
-        p_at_1 = evaluate(lm, template, dev_facts, slot_ids=state.slots.to(lm.device),
-                          precision=config.precision).p_at_1
-        history.eval_iteration.append(iteration)
-        history.dev_p_at_1.append(p_at_1)
-        if p_at_1 >= best[0]:  # ties go to the later prompt (better train objective)
-            best = (p_at_1, state.slots.clone())
-
-    dev_eval(0)
+    loop = _SearchLoop(lm, template, (train_facts, dev_facts), config, initial_slots)
     bar = progress(range(1, config.iterations + 1), disable=not show_progress,
                    desc=progress_label or f"search {config.method}")
-    for iteration in bar:
-        proposal = PROPOSERS[config.method](state)
-        trials = torch.cat([state.slots.unsqueeze(0), proposal.prompts])  # row 0: current
-        batch = make_batch(lm, template, _sample(train_facts, score_size, generator))
-        values = score_candidates(lm, batch, trials.to(lm.device), precision=config.precision)
-        forwards += proposal.forwards + trials.shape[0] * batch.size
-        winner = int(values[1:].argmax()) + 1
-        accepted = bool(values[winner] > values[0])
-        if accepted:
-            state.slots = trials[winner].clone()
-        history.iteration.append(iteration)
-        history.forwards.append(forwards)
-        history.objective.append(float(values[winner] if accepted else values[0]))
-        history.accepted.append(accepted)
-        history.prompt.append(prompt_text(lm, template, state.slots))
-        if iteration % config.eval_every == 0:
-            dev_eval(iteration)
-        if config.max_forwards is not None and forwards >= config.max_forwards:
-            end_early(bar)  # the budget is spent: the search is complete, not cut short
-            break
-    if history.eval_iteration[-1] != history.iteration[-1]:
-        dev_eval(history.iteration[-1])
-    return SearchResult(config, template.text, best[1], prompt_text(lm, template, best[1]),
-                        best[0], forwards, time.perf_counter() - started, history)
+    loop.run(bar)
+    return loop.result()

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ptlib.errors import ConfigError
+from ptlib.model import decoder_layers
 
 
 @dataclass(frozen=True)
@@ -156,18 +157,7 @@ def shard_lm(model: torch.nn.Module) -> torch.nn.Module:
     one group). Returns the same module, sharded in place."""
     from torch.distributed.fsdp import fully_shard
 
-    layers = _decoder_layers(model)
-    for layer in layers:
+    for layer in decoder_layers(model):
         fully_shard(layer)
     fully_shard(model)
     return model
-
-
-def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated blocks of a transformers causal LM (Llama-style ``layers``, GPT-2 ``h``)."""
-    body = model.base_model
-    for name in ("layers", "h", "blocks"):
-        blocks = getattr(body, name, None)
-        if isinstance(blocks, torch.nn.ModuleList):
-            return list(blocks)
-    raise ConfigError(f"cannot find the decoder layers of {type(model).__name__} to shard")

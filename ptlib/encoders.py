@@ -124,15 +124,25 @@ class FreeVectors(PromptEncoder):
         return self.vectors  # (L, d)
 
 
+class ReparameterisedEncoder(PromptEncoder):
+    """Base of encoders that generate the prompt from L trainable seed embeddings (L, d) through
+    a network of width ``hidden_size`` (default: the model width d)."""
+
+    position_inputs = "seed_embedding.weight"
+
+    @classmethod
+    def build(cls, num_slots, embeddings, generator, options):
+        width = embeddings.shape[1]
+        return cls(num_slots, width, options.hidden_size or width, generator)
+
+
 @register_encoder("lstm")
-class LSTMEncoder(PromptEncoder):
+class LSTMEncoder(ReparameterisedEncoder):
     """P-Tuning v1: h_i = MLP(biLSTM(e_1..e_L))_i, so every vector depends on every position.
 
     ``hidden`` is the LSTM's output width (hidden // 2 units per direction) and the MLP's
     width; the official code uses hidden = d.
     """
-
-    position_inputs = "seed_embedding.weight"
 
     def __init__(self, num_slots: int, width: int, hidden: int, generator: torch.Generator):
         super().__init__()
@@ -145,11 +155,6 @@ class LSTMEncoder(PromptEncoder):
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, width))
         _reset_parameters(self, generator)
 
-    @classmethod
-    def build(cls, num_slots, embeddings, generator, options):
-        width = embeddings.shape[1]
-        return cls(num_slots, width, options.hidden_size or width, generator)
-
     def forward(self) -> torch.Tensor:
         seeds = self.seed_embedding.weight.unsqueeze(0)  # (1, L, d)
         states, _ = self.lstm(seeds)  # (1, L, hidden)
@@ -157,10 +162,8 @@ class LSTMEncoder(PromptEncoder):
 
 
 @register_encoder("mlp")
-class MLPEncoder(PromptEncoder):
+class MLPEncoder(ReparameterisedEncoder):
     """PEFT's P-Tuning default: h_i = MLP(e_i); positions share weights but not inputs."""
-
-    position_inputs = "seed_embedding.weight"
 
     def __init__(self, num_slots: int, width: int, hidden: int, generator: torch.Generator):
         super().__init__()
@@ -173,11 +176,6 @@ class MLPEncoder(PromptEncoder):
             nn.Linear(hidden, width),
         )
         _reset_parameters(self, generator)
-
-    @classmethod
-    def build(cls, num_slots, embeddings, generator, options):
-        width = embeddings.shape[1]
-        return cls(num_slots, width, options.hidden_size or width, generator)
 
     def forward(self) -> torch.Tensor:
         return self.mlp(self.seed_embedding.weight)  # (L, d)

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 import torch
 
 from ptlib.data import Fact
-from ptlib.discrete import hotflip_candidates, one_slot_swaps, slot_gradient
 from ptlib.model import LM
 from ptlib.objective import make_batch, score_candidates
+from ptlib.precision import DEFAULT_PRECISION
+from ptlib.proposers import hotflip_candidates, one_slot_swaps, slot_gradient
 from ptlib.template import Template
 
 
 def swap_gains(lm: LM, template: Template, facts: list[Fact], slot_ids: torch.Tensor,
-               pool: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+               pool: torch.Tensor, precision: str = DEFAULT_PRECISION) -> torch.Tensor:
     """Change in mean log P(y | x, P) over ``facts`` when slot i of ``slot_ids`` (L,) takes
     ``pool[i, j]`` (pool: (L, k) token ids): (L, k), positive where the swap helps.
 
@@ -73,7 +74,7 @@ class NeighbourhoodCheck:
 
 
 def check_neighbourhood(lm: LM, template: Template, facts: list[Fact], slot_ids: torch.Tensor,
-                        allowed: torch.Tensor, k: int = 100, precision: str = "fp32"
+                        allowed: torch.Tensor, k: int = 100, precision: str = DEFAULT_PRECISION
                         ) -> NeighbourhoodCheck:
     """Score every single-slot swap of ``slot_ids`` (L,) among each slot's top-``k`` allowed
     HotFlip candidates, the gradient and the scores both over all of ``facts``.

@@ -8,16 +8,14 @@ and its device.
 """
 
 import copy
-import functools
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ptlib.atomic import atomic_folder
 from ptlib.errors import ModelError
 from ptlib.progress import library_bars
 
@@ -93,28 +91,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def cpuinfo_field(name: str) -> str:
-    """The value of the first ``name`` line of /proc/cpuinfo ("" where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(name):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-@functools.cache
-def native_bf16(device_type: str) -> bool:
-    """True where bf16 matrix multiplies run natively: CUDA, and CPUs with AVX512-BF16 or AMX
-    (read from /proc/cpuinfo; False where it cannot be read)."""
-    if device_type == "cuda":
-        return True
-    if device_type != "cpu":
-        return False
-    return bool(set(cpuinfo_field("flags").split()) & {"avx512_bf16", "amx_bf16"})
-
-
 def cache_root() -> Path:
     """Where converted models live: ``$PTLIB_CACHE``, else ``~/.cache/ptlib``."""
     configured = os.environ.get(CACHE_ENV)
@@ -150,15 +126,9 @@ def _convert_embedded(target: Path) -> None:
     # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config.
     plain = type(gguf_model)(gguf_model.config)
     plain.load_state_dict(gguf_model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:
         plain.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def embedded_model_dir() -> Path:
@@ -178,12 +148,9 @@ def _freeze(model: torch.nn.Module) -> torch.nn.Module:
 def _prefer_fast_attention(model: torch.nn.Module) -> torch.nn.Module:
     """``model``, switched to eager attention when it runs in bf16 on a CPU.
 
-    PyTorch's CPU flash-attention kernel is slow in bf16 at the course's short rows (T about
-    20): ``bench/roofline.py`` found its forward and backward a quarter of a bf16 training step,
-    against 2% in fp32, and eager attention (plain matmuls, softmax in fp32) made the step 1.3x
-    faster with the same logits up to bf16 rounding. With batches packed into rows of about 230
-    tokens (``ptlib.packing``) eager attention is still the faster one: a bf16 training step of
-    the course's 16 rows took 0.30 s eager against 0.36 s with SDPA (``bench/cpu_attention.py``).
+    PyTorch's CPU flash-attention kernel is slow in bf16 at the course's short packed rows, and
+    eager attention (plain matmuls, softmax in fp32) gives the same logits up to bf16 rounding
+    in less time (``bench/cpu_attention.py``, figures in ``bench/RESULTS.md``).
     CUDA and fp32 keep the model's own choice.
     """
     weight = model.get_input_embeddings().weight
@@ -196,24 +163,29 @@ def _prefer_fast_attention(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The repeated blocks of a transformers causal LM: ``layers`` (Llama, Qwen, Gemma, ...),
+    ``h`` (GPT-2, Falcon) or ``blocks``, on its base model. ``ModelError`` when there is none."""
+    body = getattr(model, "base_model", model)
+    for name in ("layers", "h", "blocks"):
+        layers = getattr(body, name, None)
+        if isinstance(layers, torch.nn.ModuleList):
+            return layers
+    raise ModelError(f"{type(model).__name__} has no decoder layer list (layers, h or blocks)")
+
+
 def compile_layers(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
     """Compile each decoder layer of a frozen causal LM in place with ``torch.compile``.
 
     Opt-in speed (``TrainConfig.compile``): the compiler fuses the memory-bound pieces of a
-    layer (RMSNorm, rotary embedding, SiLU gate), which cost a large share of a bf16 step: 1.21x
-    faster training steps on the 2-core CPU (``bench/roofline.py``), 1.45x at batch 1,024 of a
-    1B model on an H200 (``bench/gpu_profile.py``: 40.6% MFU against 28.0% plain). Layers, not
-    the whole model: the embedding keeps its per-batch prompt hook, the attention mask is built
+    layer (RMSNorm, rotary embedding, SiLU gate), which cost a large share of a bf16 step
+    (measured in ``bench/RESULTS.md``: ``bench/roofline.py``, ``bench/gpu_profile.py``). Layers,
+    not the whole model: the embedding keeps its per-batch prompt hook, the attention mask is built
     outside the compiled code, and the decoder's output hook picks the target positions. The
     first batches pay the compilation (seconds to minutes), and fused kernels round differently
     from eager ones. Compiling twice is a no-op. Returns ``model``.
     """
-    body = getattr(model, "base_model", model)
-    layers = getattr(body, "layers", None) or getattr(body, "h", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise ModelError(f"{type(model).__name__} has no decoder layer list (layers or h) to "
-                         "compile")
-    for layer in layers:
+    for layer in decoder_layers(model):
         if getattr(layer, "_compiled_call_impl", None) is None:
             layer.compile(backend=backend)
     return model

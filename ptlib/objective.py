@@ -3,48 +3,21 @@
 ``input_embeddings`` writes a prompt into the slots (token ids for discrete methods, vectors for
 continuous ones), ``target_logits`` runs the frozen LM on the batch's real tokens packed
 without padding (``ptlib.packing``) and applies the LM head only at the positions that predict
-target tokens, and ``score`` turns those logits into per-example log-likelihood, exact-match
-P@1 under teacher forcing and the rank of the first target token.
+target tokens, and ``score`` turns those logits into per-example log-likelihood, exact match
+(EM) under teacher forcing and the rank of the first target token.
 """
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
 from ptlib.data import Fact
-from ptlib.errors import ConfigError, DataError, TemplateError
-from ptlib.model import LM, native_bf16
+from ptlib.errors import DataError, TemplateError
+from ptlib.model import LM
 from ptlib.packing import pack
+from ptlib.precision import DEFAULT_PRECISION, frozen_model
 from ptlib.template import Batch, Template, build_batch
-
-PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-PRECISIONS = ("auto", *PRECISION_DTYPES)  # what a TrainConfig or SearchConfig accepts
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` means bf16 where bf16 matrix multiplies are native (CUDA, and CPUs with
-    AVX512-BF16 or AMX: ``ptlib.model.native_bf16``) and fp32 elsewhere; any other value is
-    returned as it is.
-
-    The CPU default follows ``bench/bf16_accuracy.py`` (4 relations x 3 seeds, paired on seeds
-    and facts): bf16 minus fp32 exact match -0.09, 95% CI -0.23 to +0.07 with packed batches
-    (+0.11, -0.03 to +0.29 before them), so no difference detectable at that size over the
-    four relations; on element_symbol alone fp32 came out ahead in the packed run (+0.23).
-    Per-seed outcomes move with rounding, so three seeds decide little."""
-    if precision != "auto":
-        return precision
-    return "bf16" if native_bf16(device.type) else "fp32"
-
-
-def frozen_model(lm: LM, precision: str) -> torch.nn.Module:
-    """The module that runs the frozen LM at ``precision``: fp32 is the model as loaded;
-    bf16 is a copy of its weights cast to bf16 once and kept (``LM.weights_in``), so no
-    forward re-casts 135M weights the way autocast does. Prompts, losses and optimizers stay
-    fp32 either way."""
-    if precision not in PRECISION_DTYPES:
-        raise ConfigError(f"precision must be one of {tuple(PRECISION_DTYPES)}, got "
-                          f"{precision!r}")
-    return lm.model if precision == "fp32" else lm.weights_in(PRECISION_DTYPES[precision])
 
 
 def _check_slots(batch: Batch, num_slots: int) -> None:
@@ -139,7 +112,7 @@ def _packed_logits(model: torch.nn.Module, batch: Batch, ids: torch.Tensor | Non
 
 
 def target_logits(lm: LM, batch: Batch, embeds: torch.Tensor,
-                  precision: str = "fp32") -> torch.Tensor:
+                  precision: str = DEFAULT_PRECISION) -> torch.Tensor:
     """Logits at the target-predicting positions only, given H_0 ``embeds`` (B, T, d):
     (B, Ty, V), fp32; entries past a target's length (``target_mask`` False) are unspecified.
 
@@ -153,7 +126,7 @@ def target_logits(lm: LM, batch: Batch, embeds: torch.Tensor,
 
 
 def prompted_logits(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
-                    slot_ids: torch.Tensor | None = None, precision: str = "fp32"
+                    slot_ids: torch.Tensor | None = None, precision: str = DEFAULT_PRECISION
                     ) -> torch.Tensor:
     """``target_logits(lm, batch, input_embeddings(lm, batch, prompt, slot_ids))`` as ONE call
     of the model: (B, Ty, V), fp32.
@@ -192,7 +165,8 @@ def score(logits: torch.Tensor, batch: Batch) -> Scores:
 
 
 def batch_scores(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
-                 slot_ids: torch.Tensor | None = None, precision: str = "fp32") -> Scores:
+                 slot_ids: torch.Tensor | None = None, precision: str = DEFAULT_PRECISION
+                 ) -> Scores:
     """Forward one batch with a prompt (vectors, ids, or none for a manual template)."""
     return score(prompted_logits(lm, batch, prompt, slot_ids, precision), batch)
 
@@ -209,13 +183,14 @@ def make_batch(lm: LM, template: Template, facts: list[Fact],
 class Evaluation:
     """Metrics over a list of facts.
 
-    ``p_at_1`` is exact match (EM): every object token is the greedy argmax under teacher
-    forcing (the course calls it P@1). EM and the first-token metrics take the best over a
-    fact's accepted objects (``Fact.accepted``: ``y`` and its alternatives); NLL is always on the
-    canonical ``y``, the object training targets.
+    ``exact_match`` (EM): every object token is the greedy argmax under teacher forcing. The
+    papers' P@1 (LAMA, P-Tuning) scores the first object token only: ``first_token_p_at_1``.
+    EM and the first-token metrics take the best over a fact's accepted objects
+    (``Fact.accepted``: ``y`` and its alternatives); NLL is always on the canonical ``y``, the
+    object training targets.
     """
 
-    p_at_1: float           # exact match: fraction of facts with a wholly argmax accepted object
+    exact_match: float      # fraction of facts with some accepted object wholly argmax
     nll: float              # mean over facts of -log P(y | x, P), canonical y
     mean_first_rank: float  # mean over facts of the best first-token rank (1 is best)
     exact: list[bool]       # per fact, in input order: exact match of some accepted object
@@ -223,13 +198,15 @@ class Evaluation:
     first_rank: list[int] = field(default_factory=list)  # per fact: best first-token rank
 
     @property
-    def exact_match(self) -> float:
-        """The same number as ``p_at_1``, by its precise name."""
-        return self.p_at_1
+    def p_at_1(self) -> float:
+        """Deprecated name of ``exact_match`` (which is not the papers' first-token P@1)."""
+        warnings.warn("Evaluation.p_at_1 is exact match: use Evaluation.exact_match (the "
+                      "papers' P@1 is first_token_p_at_1)", DeprecationWarning, stacklevel=2)
+        return self.exact_match
 
     def as_dict(self) -> dict:
-        """The summary metrics: ``p_at_1`` is exact match (EM); first-token P@1 beside it."""
-        return {"p_at_1": self.p_at_1, "first_token_p_at_1": self.first_token_p_at_1,
+        """The summary metrics, by their names."""
+        return {"exact_match": self.exact_match, "first_token_p_at_1": self.first_token_p_at_1,
                 "nll": self.nll, "mean_first_rank": self.mean_first_rank}
 
 
@@ -248,7 +225,7 @@ def _object_rows(facts: list[Fact]) -> tuple[list[Fact], torch.Tensor]:
 @torch.no_grad()
 def evaluate(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor | None = None,
              slot_ids: torch.Tensor | None = None, batch_size: int = 32,
-             precision: str = "fp32") -> Evaluation:
+             precision: str = DEFAULT_PRECISION) -> Evaluation:
     """Exact match (P@1), NLL and first-token rank of a prompt over ``facts``, in batches.
 
     Each accepted object of a fact is one row, scored in the same batches as any other; the
@@ -275,7 +252,7 @@ def evaluate(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor
         ranks = torch.full((len(facts),), ranks.max().item(), dtype=ranks.dtype).scatter_reduce(
             0, owner, ranks, reduce="amin")
     return Evaluation(
-        p_at_1=exact.float().mean().item(),
+        exact_match=exact.float().mean().item(),
         nll=-logprob.mean().item(),
         mean_first_rank=ranks.float().mean().item(),
         exact=exact.tolist(),
@@ -286,7 +263,7 @@ def evaluate(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor
 
 @torch.no_grad()
 def score_candidates(lm: LM, batch: Batch, candidates: torch.Tensor, max_rows: int = 512,
-                     precision: str = "fp32") -> torch.Tensor:
+                     precision: str = DEFAULT_PRECISION) -> torch.Tensor:
     """Mean log P(y | x, P) over the batch for each of K discrete prompts at once: (K,).
 
     ``candidates``: (K, L) slot token ids. The K x B (prompt, example) rows run in as few

@@ -16,7 +16,6 @@ after the real tokens (``build_batch(..., padding_side="right")``).
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ptlib.atomic import atomic_file
 from ptlib.errors import ConfigError, ModelError, TemplateError
 from ptlib.model import DEFAULT_MODEL, LM, embedded_model_dir
 from ptlib.template import INPUT, Template, parse_template
@@ -136,20 +136,9 @@ def _check_prompt(prompt: torch.Tensor, template: Template, lm: LM) -> None:
         )
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(staging_path)`` and move the result onto ``path`` in one step."""
-    handle, staging = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(staging)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, data: dict) -> None:
-    _write_atomic(path, lambda staging: Path(staging).write_text(json.dumps(data, indent=2)))
+    with atomic_file(path) as staging:
+        staging.write_text(json.dumps(data, indent=2))
 
 
 def export_peft_adapter(folder: str | os.PathLike, prompt: torch.Tensor,
@@ -170,8 +159,8 @@ def export_peft_adapter(folder: str | os.PathLike, prompt: torch.Tensor,
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vectors = prompt.detach().float().cpu().contiguous().clone()  # (L, d)
-    _write_atomic(folder / WEIGHTS_FILE,
-                  lambda staging: save_file({TENSOR_KEY: vectors}, staging, {"format": "pt"}))
+    with atomic_file(folder / WEIGHTS_FILE) as staging:
+        save_file({TENSOR_KEY: vectors}, staging, {"format": "pt"})
     _write_json(folder / TEMPLATE_FILE, template_record(template, input_text, lm))
     config = adapter_config(lm, template.num_slots, base_model_source(lm, base_model_path))
     _write_json(folder / CONFIG_FILE, config)  # last: its presence marks a finished adapter

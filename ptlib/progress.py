@@ -1,7 +1,7 @@
 """The one progress-bar helper: every long loop in ptlib goes through ``progress``.
 
-How a bar shows depends on where the code runs (``ptlib.runtime.progress_style``, the one
-place that decides):
+How a bar shows depends on where the code runs (``progress_style``, the one place that
+decides; ``PTLIB_PROGRESS`` forces one of ``PROGRESS_STYLES``):
 
 - a learner's live notebook: tqdm's ipywidgets bar, updated as the loop runs;
 - a terminal: tqdm's text bar on stderr, redrawn in place;
@@ -15,12 +15,71 @@ place that decides):
 """
 
 import contextlib
+import importlib.util
+import os
 import sys
 from collections.abc import Iterable, Iterator
 
 from tqdm import std
 
-from ptlib.runtime import progress_style
+from ptlib.errors import ConfigError
+
+PROGRESS_ENV = "PTLIB_PROGRESS"
+PROGRESS_STYLES = ("widget", "text", "final", "off")
+
+
+def running_kernel():
+    """The running IPython kernel, or None (plain Python, a terminal IPython, a test)."""
+    ipython_module = sys.modules.get("IPython")  # not imported: certainly not in a kernel
+    if ipython_module is None:
+        return None
+    shell = ipython_module.get_ipython()
+    return getattr(shell, "kernel", None) if shell is not None else None
+
+
+def frontend_attached() -> bool | None:
+    """Whether a person's frontend sent the code now running in this kernel.
+
+    None outside a kernel. In a kernel, the ``allow_stdin`` flag of the current execute
+    request: JupyterLab, Notebook, VS Code and Colab send True (``input()`` works there), while
+    nbclient (papermill, ``nbconvert --execute``) and nbval send False, because nobody is there
+    to type, or to watch a widget.
+    """
+    kernel = running_kernel()
+    if kernel is None:
+        return None
+    try:
+        parent = kernel.get_parent("shell")
+    except Exception:  # an old or unusual kernel: assume a person is watching
+        return True
+    content = (parent or {}).get("content") or {}
+    return bool(content.get("allow_stdin", True))
+
+
+def progress_style() -> str:
+    """How progress bars show here, one of ``PROGRESS_STYLES``.
+
+    - ``widget``: a live notebook (a person's frontend): tqdm's ipywidgets bar.
+    - ``text``: a terminal: tqdm's text bar on stderr, redrawn in place.
+    - ``final``: a notebook executed headless (papermill, nbval, nbconvert): nothing while a bar
+      runs, and one plain line on stdout at its final count when it closes, so the stored
+      notebook reads ``train lstm seed 2: 100%|...| 60/60``, never a frozen widget at 0%.
+    - ``off``: no bars.
+
+    ``$PTLIB_PROGRESS`` forces a style (the course runner sets ``final``); otherwise
+    ``frontend_attached()`` decides, and a kernel without ipywidgets gets ``text``.
+    """
+    forced = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if forced:
+        if forced not in PROGRESS_STYLES:
+            raise ConfigError(f"{PROGRESS_ENV}={forced!r}: use one of {list(PROGRESS_STYLES)}")
+        return forced
+    attached = frontend_attached()
+    if attached is None:
+        return "text"
+    if not attached:
+        return "final"
+    return "widget" if importlib.util.find_spec("ipywidgets") is not None else "text"
 
 
 class _Discard:

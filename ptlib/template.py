@@ -124,9 +124,9 @@ def _encode_example(tokenizer, pad_id: int, template: Template, subject: str, ob
     and its target ids.
 
     Cached per tokenizer, pad id, template and pair: training meets every fact once per epoch,
-    and on a GPU the tokenising is CPU time the GPU waits for (``bench/batch_build.py``: 43 ms
-    for 1,024 facts uncached, 8 ms cached, on 2 CPU cores). A tokenizer changed in place after
-    use (tokens added to it) is not noticed: load it anew."""
+    and on a GPU the tokenising is CPU time the GPU waits for (``bench/batch_build.py`` measures
+    it). A tokenizer changed in place after use (tokens added to it) is not noticed: load it
+    anew."""
     ids, slots = [], []
     for chunk in template.chunks(subject):
         if chunk is None:

@@ -45,7 +45,7 @@ def test_a_prompt_made_of_token_rows_has_no_discretisation_gap(tiny):
     prompt = tiny.embeddings.detach()[TOKENS]  # (3, d): standing exactly on tokens
     gap = analysis.discretisation_gap(tiny, template, FACTS, prompt)
     assert gap["snapped_tokens"] == [tiny.tokenizer.decode([t]) for t in TOKENS]
-    assert gap["snapped_p_at_1"] == gap["continuous_p_at_1"]
+    assert gap["snapped_exact_match"] == gap["continuous_exact_match"]
     assert gap["snapped_nll"] == pytest.approx(gap["continuous_nll"], abs=1e-4)
 
 

@@ -1,6 +1,5 @@
 """Atomic single-file checkpoints and prompt files."""
 
-import importlib
 import json
 
 import pytest
@@ -8,9 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from ptlib import ModelError, PTLibError, load_prompt, save_prompt
+from ptlib import checkpoint as checkpoint_module
 from ptlib.checkpoint import load_state, save_state
-
-checkpoint_module = importlib.import_module("ptlib.checkpoint")
 
 
 def tensors(seed=0):

@@ -7,7 +7,9 @@ import matplotlib
 import pytest
 import torch
 
-from ptlib import TrainConfig, analysis, build_encoder, plots, sweep
+from ptlib import TrainConfig, analysis, build_encoder
+from ptlib.course import plots
+from ptlib.course import runs as sweep
 
 matplotlib.use("Agg")
 TEMPLATE = "[P][P] {x} [P][P]"
@@ -72,10 +74,10 @@ def test_steps_to_level(seed_runs):
     result = seed_runs[0].result
     assert sweep.steps_to_level(result, -1.0) == 0
     assert sweep.steps_to_level(result, 1.5) is None
-    best = max(result.history.dev_p_at_1)
+    best = max(result.history.dev_exact_match)
     step = sweep.steps_to_level(result, best)
     assert step in result.history.eval_step
-    assert result.history.dev_p_at_1[result.history.eval_step.index(step)] >= best
+    assert result.history.dev_exact_match[result.history.eval_step.index(step)] >= best
 
 
 def test_run_statistics_and_table(seed_runs):

@@ -12,11 +12,14 @@ import nbformat
 import papermill
 import pytest
 
-from ptlib import course, runtime
+from ptlib.course import notebook as runtime
+from ptlib.course import runner as course
+from ptlib.course.report import REPORTS_ENV, Recorder
 from ptlib.errors import ConfigError
-from ptlib.report import REPORTS_ENV, Recorder
+from ptlib.progress import PROGRESS_ENV
 
 matplotlib.use("Agg")
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def small_notebook(path, outputs=True):
@@ -37,7 +40,7 @@ def small_notebook(path, outputs=True):
 
 
 def test_the_course_notebooks_are_found_in_order():
-    names = [path.name for path in course.course_notebooks()]
+    names = [path.name for path in course.course_notebooks(NOTEBOOKS)]
     assert names == sorted(names) and len(names) >= 7
     assert names[0].startswith("00_") and names[-1].startswith("06_")
 
@@ -80,16 +83,16 @@ def test_index_links_each_notebook_with_its_metrics_and_figures(tmp_path, monkey
     ax.set_title("A curve")
     recorder.figure(fig, "curve")
     plt.close(fig)
-    recorder.record(p_at_1=0.25, task="capital_of")
+    recorder.record(exact_match=0.25, task="capital_of")
     saved = json.loads(recorder.save().read_text())
-    assert saved == {"notebook": "00_demo", "metrics": {"p_at_1": 0.25, "task": "capital_of"},
+    assert saved == {"notebook": "00_demo", "metrics": {"exact_match": 0.25, "task": "capital_of"},
                      "figures": ["00_demo-curve.png"],
                      "figure_titles": {"00_demo-curve.png": "A curve"}}
     assert (tmp_path / "figures" / "00_demo-curve.png").stat().st_size > 0
 
     page = course.write_index(tmp_path, {"00_demo": 12.0, "01_missing": 3.0}, fast=True).read_text()
     assert '<a href="00_demo.html">00_demo</a>' in page and "ran in 12 s" in page
-    assert "<td>p_at_1</td><td>0.250</td>" in page
+    assert "<td>exact_match</td><td>0.250</td>" in page
     assert 'src="figures/00_demo-curve.png"' in page
     assert '<a href="01_missing.html">' in page  # a notebook that recorded nothing still appears
     assert "fast mode" in page
@@ -147,7 +150,7 @@ def tiny_course_notebook(path):
 
 def test_a_notebook_run_like_the_course_stores_finished_bars_and_no_machine_paths(
         tmp_path, monkeypatch):
-    monkeypatch.delenv(runtime.PROGRESS_ENV, raising=False)  # the kernel must work it out itself
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)  # the kernel must work it out itself
     source = tiny_course_notebook(tmp_path / "00_tiny.ipynb")
     out = tmp_path / "reports"
     out.mkdir()
@@ -192,7 +195,7 @@ def test_stale_outputs_names_frozen_and_short_bars_and_stateless_widgets():
 
 
 def test_machine_paths_are_found_at_any_depth():
-    source = str(course.ROOT / "notebooks" / "00.ipynb")  # this checkout, wherever it lives
+    source = str(NOTEBOOKS / "00.ipynb")  # this checkout, wherever it lives
     executed = str(Path(tempfile.gettempdir()) / "reports" / "00.ipynb")
     metadata = {"kernelspec": {"name": "python3"},
                 "papermill": {"input_path": source, "nested": [{"out": executed}]}}
@@ -203,7 +206,7 @@ def test_machine_paths_are_found_at_any_depth():
 
 # --- parameters: every one parses under papermill and survives fast mode ----------------------
 
-NOTEBOOK_PATHS = course.course_notebooks()
+NOTEBOOK_PATHS = course.course_notebooks(NOTEBOOKS)
 
 
 def _python(source: str) -> ast.Module:
@@ -214,7 +217,7 @@ def _python(source: str) -> ast.Module:
 
 
 def _fast_mode_call(notebook):
-    """The notebook's ``ptlib.runtime.apply_fast_mode(globals(), fast, **values)`` call."""
+    """The notebook's ``ptlib.course.notebook.apply_fast_mode(globals(), fast, **values)`` call."""
     calls = [node for cell in notebook.cells if cell.cell_type == "code"
              for node in ast.walk(_python(cell.source))
              if isinstance(node, ast.Call)
@@ -280,7 +283,7 @@ def test_apply_fast_mode_keeps_given_values_and_refuses_unknown_names(monkeypatc
 
 def test_given_parameters_reads_the_latest_injected_cell():
     history = ["", "# Parameters\nsteps = 3\n", "x = 1", "# Parameters\nlr = 0.1\nseeds = [0]\n",
-               "ptlib.runtime.apply_fast_mode(globals(), fast, steps=12)"]
+               "ptlib.course.notebook.apply_fast_mode(globals(), fast, steps=12)"]
     assert runtime.given_parameters(history) == {"lr", "seeds"}
     assert runtime.given_parameters(["steps = 150", "fast = None"]) == set()
     assert runtime.given_parameters() == set()  # outside a kernel nothing was injected

@@ -1,23 +1,16 @@
 """Discrete prompt search: the allowed vocabulary, HotFlip candidates, the greedy acceptance rule,
 forward counting, and manual-prompt evaluation, on the tiny model."""
 
-import importlib
 
 import pytest
 import torch
 
 from ptlib import ConfigError, SearchConfig, Task, TemplateError, evaluate, parse_template, search
-from ptlib.discrete import (
-    allowed_tokens,
-    hotflip_candidates,
-    manual_prompts,
-    prompt_text,
-    random_candidates,
-    slot_gradient,
-)
+from ptlib import discrete as discrete_module
+from ptlib.discrete import allowed_tokens, manual_prompts, prompt_text
 from ptlib.objective import batch_scores, make_batch
+from ptlib.proposers import hotflip_candidates, random_candidates, slot_gradient
 
-discrete_module = importlib.import_module("ptlib.discrete")
 TEMPLATE = "{x} is [P][P]"
 
 
@@ -179,9 +172,9 @@ def test_search_result(tiny, facts, method):
     assert result.prompt_text == prompt_text(tiny, parse_template(TEMPLATE), result.slot_ids)
     assert len(h.iteration) == len(h.forwards) == len(h.objective) == len(h.accepted) == 6
     assert len(h.prompt) == 6
-    assert h.eval_iteration == [0, 3, 6] and len(h.dev_p_at_1) == 3
-    assert result.best_dev_p_at_1 == max(h.dev_p_at_1)
-    assert result.evaluate(tiny, dev_facts).p_at_1 == result.best_dev_p_at_1
+    assert h.eval_iteration == [0, 3, 6] and len(h.dev_exact_match) == 3
+    assert result.best_dev_exact_match == max(h.dev_exact_match)
+    assert result.evaluate(tiny, dev_facts).exact_match == result.best_dev_exact_match
     assert result.seconds >= 0 and result.seconds_per_iteration == result.seconds / 6
     # Same seed, same search.
     again = search(tiny, TEMPLATE, train_facts, dev_facts, cfg, show_progress=False)
@@ -233,7 +226,7 @@ def test_manual_prompts_evaluate_each_template(tiny, facts):
     assert [r["template"] for r in rows] == templates
     for row, text in zip(rows, templates, strict=True):
         expected = evaluate(tiny, parse_template(text), task.split("train"))
-        assert row["p_at_1"] == expected.p_at_1
+        assert row["exact_match"] == expected.exact_match
         assert row["nll"] == pytest.approx(expected.nll)
         assert row["mean_first_rank"] == pytest.approx(expected.mean_first_rank)
     assert rows[0]["nll"] != rows[1]["nll"]  # paraphrases score differently

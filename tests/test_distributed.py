@@ -58,7 +58,7 @@ def _assert_same_run(folder: Path, reference: Path) -> None:
     assert difference < TOLERANCE, f"prompt differs by {difference:.2e}"
     ours, theirs = _metrics(folder), _metrics(reference)
     assert ours["best_step"] == theirs["best_step"]
-    assert ours["test"]["p_at_1"] == theirs["test"]["p_at_1"]
+    assert ours["test"]["exact_match"] == theirs["test"]["exact_match"]
     assert ours["test"]["nll"] == pytest.approx(theirs["test"]["nll"], abs=TOLERANCE)
 
 

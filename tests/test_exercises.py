@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 import ptlib
-from ptlib import discrete, exercises
-from ptlib.exercises import ExerciseFailed
+from ptlib import discrete, proposers
+from ptlib.course import exercises
+from ptlib.course.exercises import ExerciseFailed
 from ptlib.template import encode_target, parse_template
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -45,7 +46,7 @@ def fails(check, *args, match: str | None = None, **kwargs) -> str:
 
 
 @pytest.fixture
-def capitals() -> list[ptlib.Fact]:
+def capital_list() -> list[ptlib.Fact]:
     return [ptlib.Fact(x, y) for x, y in CAPITALS]
 
 
@@ -59,7 +60,7 @@ def test_every_notebook_has_checked_exercises_and_a_build_it_one():
         assert 2 <= len(titles) <= 4, path.name
         assert any("(build it)" in t[:40] for t in titles), path.name
         code = "\n".join(c.source for c in cells if c.cell_type == "code")
-        called = re.findall(r"ptlib\.exercises\.(\w+)\(", code)
+        called = re.findall(r"course\.exercises\.(\w+)\(", code)
         assert len(called) == len(titles), path.name
         assert set(called) <= names, path.name
         assert "expected" not in code, f"{path.name}: an exercise cell computes an answer"
@@ -69,12 +70,12 @@ def test_every_notebook_has_checked_exercises_and_a_build_it_one():
 # ------------------------------------------------------------------ 00
 
 
-def test_00_objective_from_logits(tiny, capitals, capsys):
+def test_00_objective_from_logits(tiny, capital_list, capsys):
     template = parse_template("The capital of {x} is")
     check = exercises.check_target_scores
-    assert check(solutions("00")["score_by_hand"], tiny, template, capitals) is True
+    assert check(solutions("00")["score_by_hand"], tiny, template, capital_list) is True
     assert "correct" in capsys.readouterr().out
-    assert check(placeholder, tiny, template, capitals) is False
+    assert check(placeholder, tiny, template, capital_list) is False
     assert "not answered yet" in capsys.readouterr().out
 
     def no_mask(logits, target_ids, target_mask):
@@ -85,22 +86,22 @@ def test_00_objective_from_logits(tiny, capitals, capsys):
         logprob, _ = solutions("00")["score_by_hand"](logits, target_ids, target_mask)
         return logprob, (logits.argmax(-1) == target_ids).all(1)
 
-    message = fails(check, no_mask, tiny, template, capitals, match="logprob")
-    assert "Exercise 1" in message and "max |difference|" in message
-    fails(check, padding_counts_for_exact, tiny, template, capitals, match="exact")
-    fails(check, lambda *a: (1, 2, 3), tiny, template, capitals, match="pair")
+    message = fails(check, no_mask, tiny, template, capital_list, match="logprob")
+    assert "the objective from logits" in message and "max |difference|" in message
+    fails(check, padding_counts_for_exact, tiny, template, capital_list, match="exact")
+    fails(check, lambda *a: (1, 2, 3), tiny, template, capital_list, match="pair")
 
 
-def test_00_values(tiny, capitals):
+def test_00_values(tiny, capital_list):
     count = len(encode_target(tiny.tokenizer, "William Shakespeare"))
     assert exercises.check_target_length(count, tiny.tokenizer, "William Shakespeare")
     fails(exercises.check_target_length, count - 1, tiny.tokenizer, "William Shakespeare")
     assert exercises.check_target_length(None, tiny.tokenizer, "x") is False
     text = "{x} has its capital in"
-    p_at_1 = ptlib.evaluate(tiny, parse_template(text), capitals).p_at_1
-    assert exercises.check_template_p_at_1(p_at_1, tiny, text, capitals)
-    fails(exercises.check_template_p_at_1, p_at_1 + 0.5, tiny, text, capitals)
-    fails(exercises.check_template_p_at_1, "0.5", tiny, text, capitals, match="number")
+    exact_match = ptlib.evaluate(tiny, parse_template(text), capital_list).exact_match
+    assert exercises.check_template_exact_match(exact_match, tiny, text, capital_list)
+    fails(exercises.check_template_exact_match, exact_match + 0.5, tiny, text, capital_list)
+    fails(exercises.check_template_exact_match, "0.5", tiny, text, capital_list, match="number")
 
 
 # ------------------------------------------------------------------ 01
@@ -129,7 +130,7 @@ def test_01_values(tiny):
     assert exercises.check_googol_length(length, tiny.vocab_size)
     fails(exercises.check_googol_length, length + 1, tiny.vocab_size)
     rows = ptlib.manual_prompts(tiny, ptlib.load_task("antonym"), split="dev")
-    spread = max(r["p_at_1"] for r in rows) - min(r["p_at_1"] for r in rows)
+    spread = max(r["exact_match"] for r in rows) - min(r["exact_match"] for r in rows)
     assert exercises.check_template_spread(spread, tiny, "antonym", "dev")
     fails(exercises.check_template_spread, spread + 0.25, tiny, "antonym", "dev")
     assert exercises.check_template_spread(None, tiny, "antonym", "dev") is False
@@ -139,11 +140,11 @@ def test_01_values(tiny):
 
 
 @pytest.fixture
-def hotflip_setup(tiny, capitals):
+def hotflip_setup(tiny, capital_list):
     template = parse_template("[P] {x}[P][P]", require_slots=True)
-    allowed = discrete.allowed_tokens(tiny, [f.y for f in capitals])
+    allowed = discrete.allowed_tokens(tiny, [f.y for f in capital_list])
     start = torch.tensor([ord("t") + 2, ord("h") + 2, ord("e") + 2])  # byte ids of the tiny LM
-    grad = discrete.slot_gradient(tiny, template, capitals, start)
+    grad = proposers.slot_gradient(tiny, template, capital_list, start)
     return template, allowed, start, grad
 
 
@@ -153,7 +154,7 @@ def test_02_hotflip_for_every_slot(tiny, hotflip_setup):
     check = exercises.check_hotflip
     assert check(hotflip, tiny, grad, allowed, 5) is True
     for slot in range(len(grad)):  # the reference the check uses is the library's
-        library = discrete.hotflip_candidates(tiny, grad[slot], allowed, 5)
+        library = proposers.hotflip_candidates(tiny, grad[slot], allowed, 5)
         assert torch.equal(hotflip(tiny.embeddings.detach().float(), grad, allowed, 5)[slot],
                            library)
     assert check(placeholder, tiny, grad, allowed, 5) is False
@@ -174,11 +175,11 @@ def test_02_hotflip_for_every_slot(tiny, hotflip_setup):
           match="shape")
 
 
-def test_02_local_optimum(tiny, capitals, hotflip_setup):
+def test_02_local_optimum(tiny, capital_list, hotflip_setup):
     template, allowed, start, _ = hotflip_setup
     is_local_optimum = solutions("02")["is_local_optimum"]
     check = exercises.check_local_optimum
-    args = (tiny, template, capitals, start, allowed)
+    args = (tiny, template, capital_list, start, allowed)
     assert check(is_local_optimum, *args) is True
     assert check(placeholder, *args) is False
     fails(check, lambda *a: True, *args, match="wrong for")  # the check holds improving swaps
@@ -198,8 +199,8 @@ def test_02_local_optimum(tiny, capitals, hotflip_setup):
     fails(check, answers_a_number, *args, match="True or False")
 
 
-def test_02_capitalised_count(tiny, capitals):
-    gold = [f.y for f in capitals]
+def test_02_capitalised_count(tiny, capital_list):
+    gold = [f.y for f in capital_list]
     count = int(discrete.allowed_tokens(tiny, gold, exclude_capitalised=False).sum()
                 - discrete.allowed_tokens(tiny, gold).sum())
     assert exercises.check_capitalised_count(count, tiny, gold)
@@ -209,12 +210,12 @@ def test_02_capitalised_count(tiny, capitals):
 # ------------------------------------------------------------------ 03
 
 
-def test_03_h0(tiny, capitals):
+def test_03_h0(tiny, capital_list):
     template = parse_template("[P][P] {x}[P]")
     build_h0 = solutions("03")["build_h0"]
     check = exercises.check_h0
-    assert check(build_h0, tiny, template, capitals) is True
-    assert check(placeholder, tiny, template, capitals) is False
+    assert check(build_h0, tiny, template, capital_list) is True
+    assert check(placeholder, tiny, template, capital_list) is False
 
     def shared_prompt_only(E, input_ids, slot_index, theta):
         return build_h0(E, input_ids, slot_index, theta if theta.dim() == 2 else theta[0])
@@ -222,16 +223,16 @@ def test_03_h0(tiny, capitals):
     def no_slots(E, input_ids, slot_index, theta):
         return E[input_ids]
 
-    fails(check, shared_prompt_only, tiny, template, capitals, match="in the slots")
-    fails(check, no_slots, tiny, template, capitals, match="in the slots")
+    fails(check, shared_prompt_only, tiny, template, capital_list, match="in the slots")
+    fails(check, no_slots, tiny, template, capital_list, match="in the slots")
 
 
-def test_03_training_step(tiny, capitals):
+def test_03_training_step(tiny, capital_list):
     template = parse_template("[P][P] {x}[P]")
     train_step = solutions("03")["train_step"]
     check = exercises.check_train_step
-    assert check(train_step, tiny, template, capitals) is True
-    assert check(placeholder, tiny, template, capitals) is False
+    assert check(train_step, tiny, template, capital_list) is True
+    assert check(placeholder, tiny, template, capital_list) is False
 
     def no_zero_grad(lm, batch, theta, optimizer):
         loss = -ptlib.objective.batch_scores(lm, batch, prompt=theta).logprob.mean()
@@ -249,9 +250,9 @@ def test_03_training_step(tiny, capitals):
     def summed_loss(lm, batch, theta, optimizer):
         return train_step(lm, batch, theta, optimizer) * batch.size
 
-    fails(check, no_zero_grad, tiny, template, capitals, match="step 2.*left over")
-    fails(check, maximises, tiny, template, capitals, match="step 1")
-    fails(check, summed_loss, tiny, template, capitals, match="mean")
+    fails(check, no_zero_grad, tiny, template, capital_list, match="step 2.*left over")
+    fails(check, maximises, tiny, template, capital_list, match="step 1")
+    fails(check, summed_loss, tiny, template, capital_list, match="mean")
 
 
 def test_03_snap(tiny):
@@ -388,16 +389,16 @@ def test_05_lstm_size():
 # ------------------------------------------------------------------ 06
 
 
-def test_06_generate_with_a_soft_prompt(tiny, capitals):
+def test_06_generate_with_a_soft_prompt(tiny, capital_list):
     generate = solutions("06")["generate"]
     template = parse_template("[P][P] {x} [P]")
     prompt = torch.randn(3, tiny.width, generator=torch.Generator().manual_seed(0))
     check = exercises.check_generate
-    assert check(generate, tiny, template, prompt, capitals) is True
-    assert check(placeholder, tiny, template, prompt, capitals) is False
+    assert check(generate, tiny, template, prompt, capital_list) is True
+    assert check(placeholder, tiny, template, prompt, capital_list) is False
     # The solution agrees with teacher-forced exact match wherever greedy decoding is decisive.
-    scored = ptlib.evaluate(tiny, template, capitals, prompt=prompt)
-    for fact, exact in zip(capitals, scored.exact, strict=True):
+    scored = ptlib.evaluate(tiny, template, capital_list, prompt=prompt)
+    for fact, exact in zip(capital_list, scored.exact, strict=True):
         target = encode_target(tiny.tokenizer, fact.y)
         assert (generate(tiny, template, prompt, fact.x, len(target)) == target) == exact
 
@@ -412,13 +413,13 @@ def test_06_generate_with_a_soft_prompt(tiny, capitals):
     exec(source.replace("torch.tensor([token]", "torch.tensor([0]"), namespace)  # noqa: S102
     feeds_back_padding = namespace["generate"]  # appends the pad embedding, not the token's
 
-    fails(check, no_prompt, tiny, template, prompt, capitals, match="first token")
-    fails(check, feeds_back_padding, tiny, template, prompt, capitals, match="token 2")
-    fails(check, lambda *a: [0], tiny, template, prompt, capitals, match="tokens for n")
+    fails(check, no_prompt, tiny, template, prompt, capital_list, match="first token")
+    fails(check, feeds_back_padding, tiny, template, prompt, capital_list, match="token 2")
+    fails(check, lambda *a: [0], tiny, template, prompt, capital_list, match="tokens for n")
 
 
 def test_06_values(tiny):
-    value = ptlib.load_task("country_continent").majority_p_at_1("test")
+    value = ptlib.load_task("country_continent").majority_exact_match("test")
     assert exercises.check_majority(value, "country_continent")
     fails(exercises.check_majority, value / 2, "country_continent")
     text = "[P][P][P] {x} [P][P][P] is [P][P][P]"

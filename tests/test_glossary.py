@@ -2,10 +2,13 @@
 are defined, every link to it lands on an anchor, and the report renders it."""
 
 import re
+from pathlib import Path
 
 import nbformat
 
-from ptlib import course
+from ptlib.course import runner as course
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 ANCHOR = re.compile(r'<a id="([a-z0-9-]+)"></a>')
 LINK = re.compile(r"GLOSSARY\.md(?:#([A-Za-z0-9-]+))?\)")
@@ -15,13 +18,13 @@ REQUIRED = {"teacher-forcing", "gguf", "lama", "optiprompt", "rmsnorm", "jvp",
 
 
 def anchors() -> set[str]:
-    return set(ANCHOR.findall(course.GLOSSARY.read_text(encoding="utf-8")))
+    return set(ANCHOR.findall((NOTEBOOKS / course.GLOSSARY).read_text(encoding="utf-8")))
 
 
 def notebook_links() -> dict[str, set[str]]:
     """Notebook name -> anchors its markdown links to ("" for the glossary as a whole)."""
     links = {}
-    for path in course.course_notebooks():
+    for path in course.course_notebooks(NOTEBOOKS):
         cells = nbformat.read(path, as_version=4).cells
         links[path.name] = {match or "" for cell in cells if cell.cell_type == "markdown"
                             for match in LINK.findall(cell.source)}
@@ -43,7 +46,7 @@ def test_every_link_lands_on_an_anchor_and_every_notebook_links_the_glossary():
 
 
 def test_the_glossary_is_alphabetical_and_each_term_has_an_anchor():
-    text = course.GLOSSARY.read_text(encoding="utf-8")
+    text = (NOTEBOOKS / course.GLOSSARY).read_text(encoding="utf-8")
     headings = re.findall(r"^### (.+)$", text, flags=re.MULTILINE)
     letters = [re.sub(r"[^a-z0-9]", "", heading.lower()) for heading in headings]
     assert letters == sorted(letters)  # alphabetical, punctuation aside
@@ -55,5 +58,5 @@ def test_the_glossary_is_alphabetical_and_each_term_has_an_anchor():
 
 
 def test_the_report_renders_the_glossary_with_its_anchors(tmp_path):
-    page = course.write_glossary(tmp_path).read_text(encoding="utf-8")
+    page = course.write_glossary(tmp_path, NOTEBOOKS / course.GLOSSARY).read_text(encoding="utf-8")
     assert '<a id="teacher-forcing"></a>' in page and "<h1" in page

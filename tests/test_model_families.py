@@ -22,7 +22,7 @@ from transformers import (
 
 from ptlib import SearchConfig, TrainConfig, evaluate, load_prompt, save_prompt, search, train
 from ptlib.discrete import allowed_tokens
-from ptlib.model import byte_tokenizer, random_lm
+from ptlib.model import byte_tokenizer, decoder_layers, random_lm
 from ptlib.objective import input_embeddings, make_batch, prompted_logits, target_logits
 from ptlib.template import parse_template
 
@@ -104,7 +104,7 @@ def test_slot_filters_never_propose_padded_rows(family_lm):
 
 def test_every_method_runs(family_lm, facts, tmp_path):
     manual = evaluate(family_lm, parse_template("The capital of {x} is"), facts)
-    assert 0.0 <= manual.p_at_1 <= 1.0 and manual.nll > 0
+    assert manual.exact_match == sum(manual.exact) / len(facts) and manual.nll > 0
 
     found = search(family_lm, "{x} [P][P]", facts[:4], facts[4:],
                    SearchConfig(iterations=1, num_candidates=4, batch_size=4),
@@ -122,3 +122,11 @@ def test_every_method_runs(family_lm, facts, tmp_path):
     assert torch.equal(loaded, trained.prompt) and meta["template"] == "[P] {x} [P]"
     again = evaluate(family_lm, parse_template(meta["template"]), facts[4:], prompt=loaded)
     assert again.nll == pytest.approx(trained.evaluate(family_lm, facts[4:]).nll, abs=1e-6)
+
+
+def test_the_decoder_layers_are_found_in_every_family(family_lm):
+    """``decoder_layers`` is what compiling and FSDP sharding wrap, one module per block."""
+    layers = decoder_layers(family_lm.model)
+    assert isinstance(layers, torch.nn.ModuleList)
+    assert len(layers) == family_lm.model.config.num_hidden_layers
+    assert all(any(p.numel() for p in layer.parameters()) for layer in layers)

@@ -159,7 +159,7 @@ def test_exact_match_against_the_models_greedy_continuation(tiny):
     wrong_first = Fact("Peru", "Lima")
     result = evaluate(tiny, template, [hit, wrong_last, wrong_first])
     assert result.exact == [True, False, False]
-    assert result.p_at_1 == pytest.approx(1 / 3)
+    assert result.exact_match == pytest.approx(1 / 3)
     for fact, exact in zip([hit, wrong_last, wrong_first], result.exact, strict=True):
         assert by_hand(tiny, template, fact)[1] == exact
 
@@ -189,10 +189,10 @@ def test_evaluate_aggregates_per_fact_scores(tiny, facts):
     assert whole.nll == pytest.approx(chunked.nll, abs=ATOL)
     assert whole.exact == chunked.exact and len(whole.exact) == len(facts)
     assert whole.mean_first_rank == pytest.approx(chunked.mean_first_rank)
-    assert whole.p_at_1 == pytest.approx(sum(whole.exact) / len(facts))
+    assert whole.exact_match == pytest.approx(sum(whole.exact) / len(facts))
     expected = -sum(by_hand(tiny, template, f, prompt)[0] for f in facts) / len(facts)
     assert whole.nll == pytest.approx(expected, abs=ATOL)
-    assert set(whole.as_dict()) == {"p_at_1", "first_token_p_at_1", "nll", "mean_first_rank"}
+    assert set(whole.as_dict()) == {"exact_match", "first_token_p_at_1", "nll", "mean_first_rank"}
 
 
 @pytest.mark.parametrize("max_rows", [1, 7, 512])

@@ -1,6 +1,7 @@
 """The two install routes (venv via pyproject.toml, conda via environment.yml) name the same
 dependencies, and the Makefile / CI wiring the README promises exists."""
 
+import ast
 import re
 import subprocess
 import sys
@@ -69,10 +70,36 @@ def test_import_ptlib_loads_no_plotting_or_widget_library():
 
 
 def test_course_tooling_is_imported_on_first_use():
-    probe = "import sys, ptlib; ptlib.plots; print('matplotlib' in sys.modules)"
+    probe = ("import sys, ptlib.course; print('matplotlib' in sys.modules); "
+             "ptlib.course.plots; print('matplotlib' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True)
-    assert done.stdout.strip() == "True"
+    assert done.stdout.split() == ["False", "True"]
+
+
+def test_importing_ptlib_loads_no_course_module():
+    probe = ("import sys, ptlib, ptlib.cli, ptlib.stats, ptlib.analysis, ptlib.local_optimum, "
+             "ptlib.distributed, ptlib.flops; "
+             "print(sorted(m for m in sys.modules if m.startswith('ptlib.course')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_no_engine_module_imports_course_code():
+    """Read, not run: every ``import`` in the engine's sources, wherever it stands (a function
+    body too), names no module of ``ptlib.course``."""
+    engine = [path for path in (ROOT / "ptlib").glob("*.py")]
+    offenders = []
+    for path in engine:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names += [f"{node.module}.{alias.name}" for alias in getattr(node, "names", [])
+                      if isinstance(node, ast.ImportFrom) and node.module == "ptlib"]
+            offenders += [f"{path.name}: {name}" for name in names
+                          if name == "ptlib.course" or name.startswith("ptlib.course.")]
+    assert engine and offenders == []
 
 
 def test_ptlib_runs_from_a_checkout_that_is_not_installed():

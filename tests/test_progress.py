@@ -1,5 +1,5 @@
 """Progress bars (ptlib.progress) and the one place that decides how they show
-(ptlib.runtime.progress_style)."""
+(ptlib.progress.progress_style)."""
 
 import io
 
@@ -7,7 +7,7 @@ import pytest
 from tqdm import std
 
 from ptlib import progress as progress_module
-from ptlib import runtime
+from ptlib import progress as runtime
 from ptlib.errors import ConfigError
 from ptlib.progress import FinalLineBar, bar_class, end_early, library_bars, progress
 
@@ -26,10 +26,10 @@ class FakeKernel:
 def test_the_style_follows_the_environment_then_the_execution_context(monkeypatch):
     monkeypatch.delenv(runtime.PROGRESS_ENV, raising=False)
     assert runtime.progress_style() == "text"  # pytest: no kernel, a terminal-like stream
-    monkeypatch.setattr(runtime, "_kernel", lambda: FakeKernel(allow_stdin=False))
+    monkeypatch.setattr(runtime, "running_kernel", lambda: FakeKernel(allow_stdin=False))
     assert runtime.frontend_attached() is False
     assert runtime.progress_style() == "final"  # papermill, nbval, nbconvert --execute
-    monkeypatch.setattr(runtime, "_kernel", lambda: FakeKernel(allow_stdin=True))
+    monkeypatch.setattr(runtime, "running_kernel", lambda: FakeKernel(allow_stdin=True))
     assert runtime.progress_style() == "widget"  # JupyterLab, Notebook, VS Code, Colab
     monkeypatch.setenv(runtime.PROGRESS_ENV, "final")
     assert runtime.progress_style() == "final"  # the course runner's explicit choice wins

@@ -1,7 +1,6 @@
 """The training loop: config validation, schedules, frozen-LM invariance, determinism, resume,
 non-finite losses and best-on-dev selection, on the tiny model."""
 
-import importlib
 import math
 
 import pytest
@@ -9,14 +8,15 @@ import torch
 
 import ptlib
 from ptlib import ConfigError, TemplateError, TrainConfig, TrainingError, train
+from ptlib import precision as precision_module
+from ptlib import training as train_module
 from ptlib.checkpoint import load_state, save_state
 from ptlib.model import compile_layers
-from ptlib.objective import Evaluation, resolve_precision
-from ptlib.train import CHECKPOINT_FILE, batch_facts, learning_rate
-
-# ``ptlib.train`` is the function; the module is reached through importlib.
-train_module = importlib.import_module("ptlib.train")
-objective_module = importlib.import_module("ptlib.objective")
+from ptlib.objective import Evaluation
+from ptlib.precision import resolve_precision
+from ptlib.run_state import check_resumable
+from ptlib.train_config import learning_rate
+from ptlib.training import CHECKPOINT_FILE, batch_facts
 
 TEMPLATE = "[P][P] {x} [P]"
 ENCODERS = [("free", "normal_rescaled"), ("free", "vocab"), ("lstm", "normal_rescaled"),
@@ -69,7 +69,7 @@ def test_resolve_precision(monkeypatch):
     assert resolve_precision(TrainConfig().precision, torch.device("cuda")) == "bf16"
     assert resolve_precision(TrainConfig().precision, torch.device("mps")) == "fp32"
     for native, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(objective_module, "native_bf16", lambda kind, native=native: native)
+        monkeypatch.setattr(precision_module, "native_bf16", lambda kind, native=native: native)
         assert resolve_precision(TrainConfig().precision, torch.device("cpu")) == expected
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
     assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
@@ -127,8 +127,8 @@ def test_train_keeps_the_lm_frozen_and_records_history(tiny, facts, encoder, ini
     assert all(math.isfinite(x) for x in h.grad_norm + h.prompt_norm)
     assert h.seconds == sorted(h.seconds)
     assert h.eval_step == [0, 4, 6]  # initial prompt, every eval_every steps, the last step
-    assert len(h.dev_p_at_1) == len(h.dev_nll) == len(result.trajectory) == 3
-    assert all(0.0 <= p <= 1.0 for p in h.dev_p_at_1)
+    assert len(h.dev_exact_match) == len(h.dev_nll) == len(result.trajectory) == 3
+    assert all(0.0 <= p <= 1.0 for p in h.dev_exact_match)
 
     L = ptlib.parse_template(TEMPLATE).num_slots
     assert result.prompt.shape == (L, tiny.width)
@@ -190,11 +190,11 @@ def test_best_on_dev_prompt_is_the_one_recorded_at_best_step(tiny, facts):
     h = result.history
     index = h.eval_step.index(result.best_step)
     assert torch.equal(result.prompt, result.trajectory[index])
-    assert result.best_dev_p_at_1 == h.dev_p_at_1[index]
-    scores = list(zip(h.dev_p_at_1, [-n for n in h.dev_nll], strict=True))
+    assert result.best_dev_exact_match == h.dev_exact_match[index]
+    scores = list(zip(h.dev_exact_match, [-n for n in h.dev_nll], strict=True))
     assert index == scores.index(max(scores))  # (P@1, then lower NLL); earliest on a tie
     dev = result.evaluate(tiny, facts[8:])
-    assert dev.p_at_1 == h.dev_p_at_1[index]
+    assert dev.exact_match == h.dev_exact_match[index]
     assert dev.nll == pytest.approx(h.dev_nll[index], abs=1e-5)
 
 
@@ -210,7 +210,7 @@ def test_best_prompt_is_not_simply_the_last(tiny, facts, monkeypatch):
     monkeypatch.setattr(train_module, "evaluate", scripted)
     result = run(tiny, facts, config(steps=6, eval_every=2, lr=0.05))
     assert result.history.eval_step == [0, 2, 4, 6]
-    assert result.best_step == 2 and result.best_dev_p_at_1 == 0.5
+    assert result.best_step == 2 and result.best_dev_exact_match == 0.5
     assert torch.equal(result.prompt, result.trajectory[1])
     assert not torch.equal(result.prompt, result.trajectory[-1])
 
@@ -436,7 +436,7 @@ def test_a_checkpoint_from_before_compile_resumes_but_switching_compile_is_refus
     identity); switching compile on resume is refused: compiled kernels round differently."""
     saved = {"template": TEMPLATE, "config": config(steps=4).as_dict()}
     with pytest.raises(ConfigError, match=r"other settings \(compile\)"):
-        train_module._check_resumable(saved, config(steps=4, compile=True),
+        check_resumable(saved, config(steps=4, compile=True),
                                       ptlib.parse_template(TEMPLATE), 4)
     run(tiny, facts, config(steps=4), checkpoint_dir=tmp_path)
     path = tmp_path / CHECKPOINT_FILE

@@ -62,4 +62,25 @@ def test_the_wheel_loads_tasks_and_trains_outside_the_checkout(installed, tmp_pa
 def test_the_installed_cli_runs(installed, tmp_path):
     done = _run([str(installed), "-m", "ptlib", "eval", "--task", "capital_of", "--model",
                  "tiny", "--template", "The capital of {x} is", "--out", "out"], cwd=tmp_path)
-    assert '"p_at_1"' in done.stdout and (tmp_path / "out" / "metrics.json").is_file()
+    assert '"exact_match"' in done.stdout and (tmp_path / "out" / "metrics.json").is_file()
+
+
+def test_the_installed_course_asks_for_the_repository_outside_it(installed, tmp_path):
+    done = subprocess.run([str(installed), "-m", "ptlib.course", "--only", "00"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env=os.environ | {"PYTHONNOUSERSITE": "1"})
+    assert done.returncode == 2
+    assert "not part of the ptlib package" in done.stderr and "--root" in done.stderr
+
+
+def test_the_installed_course_runs_a_notebook_of_the_repository_given(installed, tmp_path):
+    """The course tooling from the wheel, the notebooks from the checkout named by --root: the
+    kernel imports the installed ptlib, not the checkout's. (The dependencies, nbconvert's
+    templates among them, come from this environment: see ``installed``.)"""
+    shared = str(Path(sys.prefix) / "share" / "jupyter")  # nbconvert's templates, as deps
+    done = _run([str(installed), "-m", "ptlib.course", "--root", str(ROOT), "--only", "00",
+                 "--out", str(tmp_path / "reports")], cwd=tmp_path, PTLIB_FAST="1",
+                JUPYTER_PATH=shared)
+    assert "done in" in done.stdout
+    assert (tmp_path / "reports" / "00_setup_and_the_model.html").is_file()
+    assert (tmp_path / "reports" / "index.html").is_file()

@@ -5,7 +5,7 @@ import inspect
 import json
 from pathlib import Path
 
-from ptlib import widgets
+from ptlib.course import widgets
 
 NOTEBOOK = Path(__file__).with_name("widgets_ui.ipynb")
 

@@ -21,11 +21,13 @@ import numpy as np
 
 from ptlib import stats
 from ptlib.data import Fact, Task
+from ptlib.discrete import best_manual_template
 from ptlib.errors import ConfigError
 from ptlib.model import LM
 from ptlib.objective import Evaluation, evaluate
 from ptlib.template import parse_template
-from ptlib.train import TrainConfig, TrainResult, train
+from ptlib.train_config import TrainConfig
+from ptlib.training import TrainResult, train
 
 
 def summarise(values: list[float]) -> dict:
@@ -42,13 +44,13 @@ def summarise(values: list[float]) -> dict:
 
 
 def steps_to_fraction(result: TrainResult, fraction: float = 0.9) -> int | None:
-    """First evaluated step whose dev P@1 reaches ``fraction`` of the run's best dev P@1
+    """First evaluated step whose dev EM reaches ``fraction`` of the run's best dev EM
     (None when the best is 0: the run never got anywhere)."""
     history = result.history
-    best = max(history.dev_p_at_1)
+    best = max(history.dev_exact_match)
     if best <= 0:
         return None
-    for step, value in zip(history.eval_step, history.dev_p_at_1, strict=True):
+    for step, value in zip(history.eval_step, history.dev_exact_match, strict=True):
         if value >= fraction * best:
             return step
     return None
@@ -60,7 +62,7 @@ class SeedRun:
 
     seed: int
     result: TrainResult
-    test_p_at_1: float  # exact match (EM) of the best-on-dev prompt on the test facts
+    test_exact_match: float  # exact match (EM) of the best-on-dev prompt on the test facts
     test_nll: float
     test_exact: list[bool] = field(default_factory=list)  # per test fact, in order: EM hit
 
@@ -74,29 +76,29 @@ def run_seeds(lm: LM, template: str, train_facts: list[Fact], dev_facts: list[Fa
         seeded = dataclasses.replace(config, seed=seed)
         result = train(lm, template, train_facts, dev_facts, seeded, show_progress=show_progress)
         test = result.evaluate(lm, test_facts)
-        runs.append(SeedRun(seed, result, test.p_at_1, test.nll, list(test.exact)))
+        runs.append(SeedRun(seed, result, test.exact_match, test.nll, list(test.exact)))
     return runs
 
 
 def seed_table(runs: list[SeedRun], fraction: float = 0.9) -> dict:
-    """Summary of a list of seed runs: test P@1 statistics and convergence steps."""
+    """Summary of a list of seed runs: test EM statistics and convergence steps."""
     reach = [steps_to_fraction(run.result, fraction) for run in runs]
     return {
-        "test_p_at_1": summarise([run.test_p_at_1 for run in runs]),
-        "best_dev_p_at_1": summarise([run.result.best_dev_p_at_1 for run in runs]),
+        "test_exact_match": summarise([run.test_exact_match for run in runs]),
+        "best_dev_exact_match": summarise([run.result.best_dev_exact_match for run in runs]),
         "steps_to_fraction": reach,
         "final_loss": summarise([run.result.history.loss[-1] for run in runs]),
     }
 
 
 def steps_to_level(result: TrainResult, level: float) -> int | None:
-    """First evaluated step whose dev P@1 reaches the absolute ``level`` (None if it never does).
+    """First evaluated step whose dev EM reaches the absolute ``level`` (None if it never does).
 
     Unlike ``steps_to_fraction``, whose target is each run's own best, this compares runs
-    against one common target, e.g. 90% of the best dev P@1 any run of a grid reached.
+    against one common target, e.g. 90% of the best dev EM any run of a grid reached.
     """
     history = result.history
-    for step, value in zip(history.eval_step, history.dev_p_at_1, strict=True):
+    for step, value in zip(history.eval_step, history.dev_exact_match, strict=True):
         if value >= level:
             return step
     return None
@@ -106,8 +108,8 @@ def run_statistics(runs: list[SeedRun], fraction: float = 0.9,
                    level: float | None = None) -> dict:
     """One setting's seed runs as one flat dict, for tables comparing inits or encoders.
 
-    Keys: ``mean``, ``sd``, ``min``, ``max``, ``n`` of test P@1; ``best_dev`` (mean best dev
-    P@1); ``own_reach`` (per seed, ``steps_to_fraction``) and ``common_reach`` (per seed,
+    Keys: ``mean``, ``sd``, ``min``, ``max``, ``n`` of test EM; ``best_dev`` (mean best dev
+    EM); ``own_reach`` (per seed, ``steps_to_fraction``) and ``common_reach`` (per seed,
     ``steps_to_level(level)``; all None without a level) and ``mean_reach`` (mean of
     ``common_reach``, inf when a seed never got there); ``init_norm`` and ``final_norm``, the
     mean L2 norm of the (L, d) prompt at the first and last evaluation; ``moved``, the mean over
@@ -119,8 +121,8 @@ def run_statistics(runs: list[SeedRun], fraction: float = 0.9,
     last = [run.result.trajectory[-1] for run in runs]  # (L, d) each, at the last evaluation
     moved = [((b - a).norm(dim=1) / a.norm(dim=1)).mean().item()
              for a, b in zip(first, last, strict=True)]
-    return table["test_p_at_1"] | {
-        "best_dev": table["best_dev_p_at_1"]["mean"],
+    return table["test_exact_match"] | {
+        "best_dev": table["best_dev_exact_match"]["mean"],
         "own_reach": table["steps_to_fraction"],
         "common_reach": reach,
         "mean_reach": (float("inf") if None in reach else statistics.fmean(reach)),
@@ -217,10 +219,10 @@ def compare(a: Runs, b: Runs, name_a: str, name_b: str, *, spread: bool = False,
         raise ConfigError(f"{name_a} ran seeds {seeds_a} but {name_b} ran {seeds_b}: a paired "
                           "verdict needs the same seeds")
     if matrix_a.ndim == 2 and matrix_a.shape == matrix_b.shape and matrix_a.shape[0] == 1:
-        label = "no verdict from one seed"
-        return stats.Verdict(label, f"{label}: {name_a} {matrix_a.mean():.3f} {unit} vs "
-                             f"{name_b} {matrix_b.mean():.3f} {unit} on {matrix_a.shape[1]} "
-                             "facts; an interval needs at least 2 seeds", None)
+        return stats.Verdict(stats.Outcome.TOO_FEW_SEEDS, None, f"no verdict from one seed: "
+                             f"{name_a} {matrix_a.mean():.3f} {unit} vs {name_b} "
+                             f"{matrix_b.mean():.3f} {unit} on {matrix_a.shape[1]} facts; an "
+                             "interval needs at least 2 seeds", None)
     if spread:
         return stats.verdict(stats.sd_ratio(matrix_a, matrix_b), name_a, name_b)
     return stats.verdict(stats.paired_difference(matrix_a, matrix_b), name_a, name_b,
@@ -229,11 +231,7 @@ def compare(a: Runs, b: Runs, name_a: str, name_b: str, *, spread: bool = False,
 
 def best_manual(lm: LM, task: Task, choose_on: str = "dev", score_on: str = "test"
                 ) -> tuple[str, Evaluation]:
-    """The task's manual template with the best EM on ``choose_on`` (ties: lower NLL, then
-    file order), and its evaluation on ``score_on``. Choosing on dev keeps the test facts for
-    the verdict: the best template on test is an optimistic bound, not a method."""
-    choose = task.split(choose_on)
-    scored = [(evaluate(lm, parse_template(text), choose), index, text)
-              for index, text in enumerate(task.templates)]
-    _, _, text = min(scored, key=lambda row: (-row[0].p_at_1, row[0].nll, row[1]))
+    """The task's manual template chosen on ``choose_on`` (``discrete.best_manual_template``)
+    and its evaluation on ``score_on``."""
+    text, _ = best_manual_template(lm, task, choose_on)
     return text, evaluate(lm, parse_template(text), task.split(score_on))

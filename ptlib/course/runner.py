@@ -1,10 +1,12 @@
 """Run the course: execute every notebook with papermill, render HTML, write an index.
 
-``python -m ptlib.course --out reports`` runs ``notebooks/NN_*.ipynb`` in order, each in a fresh
-kernel with the notebooks folder as working directory, writes the executed notebook and its HTML
-to ``reports/``, and builds ``reports/index.html`` from the metrics and figures each notebook
-recorded (see ``ptlib.report``). ``-p name value`` overrides a parameter; a name that is not in
-the notebook's ``parameters`` cell is an error (papermill itself would only warn).
+``python -m ptlib.course --out reports`` runs the course repository's
+``notebooks/NN_*.ipynb`` (``--root``, default: found from the working folder) in order, each in
+a fresh kernel with the notebooks folder as working directory, writes the executed notebook and
+its HTML to ``reports/``, and builds ``reports/index.html`` from the metrics and figures each
+notebook recorded (see ``ptlib.course.report``). ``-p name value`` overrides a parameter; a
+name that is not in the notebook's ``parameters`` cell is an error (papermill itself would
+only warn).
 ``--write-back`` copies the executed outputs into ``notebooks/`` (how the committed outputs are
 made: they then always come from a full-mode run of the current sources, with no ``-p``).
 
@@ -24,18 +26,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from ptlib.course.notebook import fast_mode
+from ptlib.course.paths import course_root
+from ptlib.course.report import REPORTS_ENV
 from ptlib.errors import ConfigError
-from ptlib.report import REPORTS_ENV
-from ptlib.runtime import PROGRESS_ENV, fast_mode
+from ptlib.progress import PROGRESS_ENV
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
-GLOSSARY = NOTEBOOKS / "GLOSSARY.md"
+GLOSSARY = "GLOSSARY.md"  # beside the notebooks
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
-def course_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+def course_notebooks(folder: Path) -> list[Path]:
     """The course's notebooks in order: ``NN_name.ipynb``."""
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
@@ -86,7 +88,8 @@ def run_notebook(notebook: Path, out: Path, parameters: dict, timeout: int) -> f
                                execution_timeout=timeout, progress_bar=False)
     seconds = time.perf_counter() - started
     body, _ = HTMLExporter().from_filename(str(executed))
-    body = body.replace(f'href="{GLOSSARY.name}', f'href="{GLOSSARY.stem}.html')  # see below
+    stem = Path(GLOSSARY).stem
+    body = body.replace(f'href="{GLOSSARY}', f'href="{stem}.html')  # see write_glossary
     executed.with_suffix(".html").write_text(body, encoding="utf-8")
     return seconds
 
@@ -96,12 +99,11 @@ MATHJAX = ("<script>window.MathJax={tex2jax:{inlineMath:[['$','$']],processEscap
            "MathJax.js?config=TeX-AMS_CHTML-full'></script>")
 
 
-def write_glossary(out: Path, source: Path | None = None) -> Path:
+def write_glossary(out: Path, source: Path) -> Path:
     """Render the notebooks' ``GLOSSARY.md`` to ``out/GLOSSARY.html``, where the executed
     notebooks' HTML links to it (its ``<a id>`` anchors are kept)."""
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
-    source = source or GLOSSARY
     body = markdown2html_mistune(source.read_text(encoding="utf-8"))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>Glossary</title>"
             "<style>body{font-family:sans-serif;max-width:900px;margin:auto;padding:0 1em;"
@@ -178,7 +180,8 @@ def write_back(executed: Path, source: Path) -> None:
             cell.execution_count = ran_cell.execution_count
     original.metadata = nbformat.from_dict(committed_metadata(ran, ran_cells))
     outputs = {f"cell {i}": cell.get("outputs", []) for i, cell in enumerate(original.cells)}
-    for problem in (machine_paths(original.metadata) + machine_paths(outputs)
+    roots = (str(source.resolve().parent.parent), str(Path.home()), tempfile.gettempdir())
+    for problem in (machine_paths(original.metadata, roots) + machine_paths(outputs, roots)
                     + stale_outputs(original)):
         print(f"warning: {source.name}: {problem}", file=sys.stderr)  # written all the same
     nbformat.write(original, source)
@@ -192,7 +195,7 @@ def machine_paths(value, roots: tuple[str, ...] | None = None, where: str = "") 
     """Places in ``value`` (nested dicts and lists) holding a path of this machine: the
     repository, the home folder or the temporary folder. Returns ``key.path: text`` entries."""
     if roots is None:
-        roots = tuple(dict.fromkeys([str(ROOT), str(Path.home()), tempfile.gettempdir()]))
+        roots = tuple(dict.fromkeys([str(Path.cwd()), str(Path.home()), tempfile.gettempdir()]))
     if isinstance(value, str):
         return [f"{where}: {value[:80]}"] if any(root in value for root in roots) else []
     items = value.items() if isinstance(value, dict) else (
@@ -288,7 +291,7 @@ def write_index(out: Path, timings: dict[str, float], fast: bool) -> Path:
         "</style></head><body>"
         f"<h1>P-Tuning course: reports</h1>{FAST_BANNER if fast else ''}"
         f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')} in {mode}. Click a figure to open "
-        f"it at full size. Terms: <a href='{GLOSSARY.stem}.html'>the glossary</a>.</p>"
+        f"it at full size. Terms: <a href='{Path(GLOSSARY).stem}.html'>the glossary</a>.</p>"
         f"{''.join(sections)}</body></html>"
     )
     path = out / "index.html"
@@ -303,9 +306,12 @@ def _parse_value(text: str):
         return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ptlib.course", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=None,
+                        help="the course repository (default: the working folder or the "
+                             "nearest one above it holding notebooks/ and studies/)")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only notebooks whose name starts with one of these prefixes")
@@ -314,13 +320,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     parser.add_argument("--write-back", action="store_true",
                         help="copy each executed notebook's outputs into notebooks/")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     parameters = {name: _parse_value(value) for name, value in args.parameter}
     fast = fast_mode()
     if args.write_back and (parameters or fast):
         why = "-p overrides" if parameters else "fast mode (PTLIB_FAST)"
         print(f"--write-back refused with {why}: the committed outputs must come from the "
               "notebooks as written, in full mode", file=sys.stderr)
+        return 2
+    try:
+        folder = course_root(args.root) / "notebooks"
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -329,10 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     # line each, and transformers' own ("Loading weights") show none, not a widget frozen at 0%.
     os.environ.setdefault(PROGRESS_ENV, "final")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    notebooks = [nb for nb in course_notebooks()
+    notebooks = [nb for nb in course_notebooks(folder)
                  if args.only is None or nb.name.startswith(tuple(args.only))]
     if not notebooks:
-        print("no notebooks matched", file=sys.stderr)
+        print(f"no notebook in {folder} matched {args.only}", file=sys.stderr)
         return 1
     timings = {}
     for notebook in notebooks:
@@ -341,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  done in {timings[notebook.stem]:.0f} s", flush=True)
         if args.write_back:
             write_back(out / notebook.name, notebook)
-    if GLOSSARY.exists():
-        write_glossary(out)
+    if (folder / GLOSSARY).exists():
+        write_glossary(out, folder / GLOSSARY)
     (out / "timings.json").write_text(json.dumps({"fast": fast, "seconds": timings}, indent=2)
                                       + "\n")
     index = write_index(out, timings, fast)
@@ -350,5 +365,3 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,13 +18,13 @@ def slot_between_tokens(lm: LM, template: Template, facts: list[Fact], slot_ids:
     prompt[position] = (1 - alpha) * table[token_a] + alpha * table[token_b]
     result = evaluate(lm, template, facts, prompt=prompt)
     near = nearest_tokens(lm, prompt[position : position + 1], k=3)[0]
-    return {"alpha": alpha, "nll": result.nll, "p_at_1": result.p_at_1, "nearest": near}
+    return {"alpha": alpha, "nll": result.nll, "exact_match": result.exact_match, "nearest": near}
 
 
 def describe_point(point: dict) -> str:
     """One line of text for a ``slot_between_tokens`` result."""
     near = ", ".join(f"{text!r} ({cos:.2f})" for text, cos in point["nearest"])
-    return (f"alpha={point['alpha']:.2f}  NLL={point['nll']:.3f}  EM={point['p_at_1']:.2f}  "
+    return (f"alpha={point['alpha']:.2f}  NLL={point['nll']:.3f}  EM={point['exact_match']:.2f}  "
             f"nearest tokens (cosine): {near}")
 
 

@@ -11,7 +11,7 @@ from matplotlib.text import Text
 
 from ptlib.analysis import PCA, PathLosses
 from ptlib.discrete import SearchHistory
-from ptlib.train import History
+from ptlib.history import History
 
 EXACT_MATCH = "exact match (EM, fraction of facts)"
 # Marker lines that may coincide stay distinguishable by their dash pattern, not colour alone.
@@ -32,7 +32,7 @@ def _steps_axis(ax) -> None:
     ax.set_xlabel("training step")
 
 
-def _p_at_1_axis(ax, values, label: str) -> None:
+def _exact_match_axis(ax, values, label: str) -> None:
     """A y axis of EM from 0, up to 1 or a little above the largest value when all are small."""
     top = max((float(v) for v in values), default=0.0)
     ax.set_ylim(-0.02, min(1.02, max(0.1, 1.15 * top)))
@@ -99,7 +99,7 @@ def training_curves(histories: dict[str, History], smooth: int = 5, title: str |
             loss = torch.nn.functional.conv1d(loss.view(1, 1, -1), kernel.view(1, 1, -1)).view(-1)
         steps = history.step[len(history.step) - len(loss):]
         (line,) = left.plot(steps, loss.tolist(), label=name)
-        right.plot(history.eval_step, history.dev_p_at_1, color=line.get_color(), label=name,
+        right.plot(history.eval_step, history.dev_exact_match, color=line.get_color(), label=name,
                    **_marker(len(right.lines)))
     _steps_axis(left)
     _steps_axis(right)
@@ -121,11 +121,11 @@ def seed_spread(groups: dict[str, list[History]]):
                              squeeze=False)
     for ax, (name, histories) in zip(axes[0], groups.items(), strict=True):
         for index, history in enumerate(histories):
-            ax.plot(history.eval_step, history.dev_p_at_1, alpha=0.8, **_marker(index))
+            ax.plot(history.eval_step, history.dev_exact_match, alpha=0.8, **_marker(index))
         ax.set_title(name, fontsize=10)
         _steps_axis(ax)
-    _p_at_1_axis(axes[0][0], [v for histories in groups.values() for history in histories
-                              for v in history.dev_p_at_1], f"dev {EXACT_MATCH}")
+    _exact_match_axis(axes[0][0], [v for histories in groups.values() for history in histories
+                              for v in history.dev_exact_match], f"dev {EXACT_MATCH}")
     fig.suptitle("Dev EM during training: one panel per setting, one line per seed")
     fig.tight_layout()
     return fig
@@ -253,14 +253,14 @@ class LiveCurve:
     def update(self, history: History) -> None:
         if not self.enabled or self.handle is None:
             return
-        self.line.set_data(history.eval_step, history.dev_p_at_1)
+        self.line.set_data(history.eval_step, history.dev_exact_match)
         if history.eval_step and max(history.eval_step) > self.ax.get_xlim()[1]:
             self.ax.set_xlim(0, max(history.eval_step) * 1.05)
         self.handle.update(self.fig)
 
 
 def template_bars(rows_by_task: dict[str, list[dict]], baselines: dict[str, float] | None = None,
-                  value: str = "p_at_1", title: str = "Manual templates: EM per paraphrase"):
+                  value: str = "exact_match", title: str = "Manual templates: EM per paraphrase"):
     """Grouped bars: one group per task, one bar per manual template (``rows_by_task[task]`` is
     ``discrete.manual_prompts``' list of rows), with each task's majority-class baseline
     (``baselines[task]``) drawn as a black horizontal tick across its group."""
@@ -276,7 +276,7 @@ def template_bars(rows_by_task: dict[str, list[dict]], baselines: dict[str, floa
     ax.set_xticks(range(len(rows_by_task)))
     ax.set_xticklabels(list(rows_by_task), rotation=20)
     ax.set_xlabel("task")
-    ax.set_ylabel(EXACT_MATCH if value == "p_at_1" else value)
+    ax.set_ylabel(EXACT_MATCH if value == "exact_match" else value)
     ax.set_title(title)
     _legend_outside(ax)
     fig.tight_layout()
@@ -349,7 +349,7 @@ def lr_sensitivity(values: dict[str, dict[float, list[float]]], ylabel: str = f"
                            s=14, label=f"{name}: one seed" if rate == rates[0] else None)
     ax.set_xscale("log")
     ax.set_xlabel("AdamW learning rate (log scale)")
-    _p_at_1_axis(ax, [v for by_lr in values.values() for runs in by_lr.values() for v in runs],
+    _exact_match_axis(ax, [v for by_lr in values.values() for runs in by_lr.values() for v in runs],
                  ylabel)
     ax.set_title(title)
     _legend_outside(ax)
@@ -437,32 +437,5 @@ def grouped_results_bars(rows: list[dict], group: str = "task", series: str = "m
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
     _legend_outside(ax, title=series)
-    fig.tight_layout()
-    return fig
-
-
-def study_strip(rows: list[dict]):
-    """Every seed of the course's study visible: one panel per relation, one column per method,
-    a dot per seed's test EM (spread sideways so equal scores stay apart) and the mean with its
-    95% interval as a bar beside them. ``rows``: ``ptlib.study.Study.summary_rows()``."""
-    relations = list(dict.fromkeys(row["relation"] for row in rows))
-    fig, axes = plt.subplots(1, len(relations), figsize=(3.2 * len(relations), 3.6),
-                             sharey=True, squeeze=False)
-    for ax, relation in zip(axes[0], relations, strict=True):
-        mine = [row for row in rows if row["relation"] == relation]
-        for column, row in enumerate(mine):
-            values = row["seed_means"]
-            offsets = [0.25 * (i / max(1, len(values) - 1) - 0.5) for i in range(len(values))]
-            ax.plot([column - 0.1 + o for o in offsets], values, "o", markersize=4,
-                    markerfacecolor="none", color="tab:blue")
-            ax.errorbar(column + 0.25, row["mean"], capsize=3, color="black", fmt="_",
-                        yerr=[[row["mean"] - row["low"]], [row["high"] - row["mean"]]])
-        ax.set_xticks(range(len(mine)), [row["method"] for row in mine], rotation=60,
-                      ha="right", fontsize=8)
-        ax.set_title(relation, fontsize=10)
-        ax.set_xlabel("method")
-        ax.set_ylim(-0.02, 1.02)
-    axes[0][0].set_ylabel(f"test {EXACT_MATCH}")
-    fig.suptitle("The course's study: each seed (circles), mean and 95% interval (black)")
     fig.tight_layout()
     return fig

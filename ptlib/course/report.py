@@ -1,12 +1,15 @@
 """What a notebook records for the course index: key figures (PNG) and key metrics (JSON).
 
-Files go to ``$PTLIB_REPORTS`` if set, else ``reports/`` at the repository root:
+Files go to ``$PTLIB_REPORTS`` if set (the course runner sets it), else ``reports/`` at the
+course's root (``ptlib.course.paths.course_root``):
 ``figures/<notebook>-<name>.png`` and ``metrics/<notebook>.json``.
 """
 
 import json
 import os
 from pathlib import Path
+
+from ptlib.course.paths import course_root
 
 REPORTS_ENV = "PTLIB_REPORTS"
 
@@ -16,7 +19,7 @@ def reports_dir() -> Path:
     configured = os.environ.get(REPORTS_ENV)
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parent.parent / "reports"
+    return course_root() / "reports"
 
 
 def figure_title(fig) -> str:

@@ -1,0 +1,3 @@
+from ptlib.course.runner import main
+
+raise SystemExit(main())

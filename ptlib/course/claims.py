@@ -1,0 +1,180 @@
+"""The notes' claims that the course's study decides, keyed by what they claim.
+
+Each ``Claim`` compares two method labels of the study (a method with, optionally, ``lr=...``
+and ``steps=...``) on every relation: a difference in mean exact match, or with ``spread`` a
+ratio of seed standard deviations. A notebook names the claims it discusses by id
+(``course_verdicts(["random_init_level", "random_init_spread"])``), so inserting a notebook
+renames nothing here.
+"""
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptlib import stats
+from ptlib.course.paths import course_root
+from ptlib.course.study import Study, StudyConfig, plan
+from ptlib.errors import ConfigError, DataError
+
+COURSE_STUDY = Path("studies") / "course_study.json"  # relative to the course's root
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One comparison the study decides on every relation."""
+
+    text: str             # the claim in words
+    label_a: str          # method label of A (the verdict's first name)
+    label_b: str          # method label of B
+    spread: bool = False  # compare seed spreads (steadier) rather than means (ahead)
+
+
+CLAIMS = {
+    "autoprompt_vs_manual": Claim(
+        "local search: AutoPrompt against the manual template chosen on dev",
+        "autoprompt", "manual"),
+    "relaxation_vs_autoprompt": Claim(
+        "the relaxation: free vectors (token-sized) against AutoPrompt at the same budget",
+        "free_rescaled", "autoprompt"),
+    "random_init_level": Claim(
+        "random init, level: token-sized against N(0,1) free vectors",
+        "free_rescaled", "free_normal"),
+    "random_init_spread": Claim(
+        "random init, spread: token-sized against N(0,1) free vectors",
+        "free_rescaled", "free_normal", spread=True),
+    "scale_vs_learning_rate": Claim(
+        "scale against learning rate: N(0,1) at lr 0.03 against token-sized at lr 0.003",
+        "free_normal lr=0.03", "free_rescaled lr=0.003"),
+    "slow_learning_rate_fix": Claim(
+        "the notes' slow-learning-rate fix: N(0,1) at lr 0.0003 for 240 steps against lr 0.003",
+        "free_normal lr=0.0003 steps=240", "free_normal lr=0.003"),
+    "lstm_vs_normal_level": Claim(
+        "reparameterisation, level: LSTM against N(0,1) free vectors", "lstm", "free_normal"),
+    "lstm_vs_normal_spread": Claim(
+        "reparameterisation, spread: LSTM against N(0,1) free vectors", "lstm", "free_normal",
+        spread=True),
+    "lstm_vs_rescaled_level": Claim(
+        "reparameterisation, level: LSTM against token-sized free vectors",
+        "lstm", "free_rescaled"),
+    "lstm_vs_rescaled_spread": Claim(
+        "reparameterisation, spread: LSTM against token-sized free vectors",
+        "lstm", "free_rescaled", spread=True),
+    "lstm_vs_mlp": Claim("the LSTM against the MLP", "lstm", "mlp"),
+    "lstm_vs_manual": Claim("the LSTM against the manual template chosen on dev",
+                            "lstm", "manual"),
+}
+
+
+@dataclass(frozen=True)
+class ClaimVerdict:
+    """A claim's verdict on one relation; ``missing`` says why there is none."""
+
+    claim_id: str
+    relation: str
+    verdict: stats.Verdict | None
+    missing: str = ""
+
+
+def claims_named(claim_ids: list[str] | None) -> dict[str, Claim]:
+    """The claims with these ids, in order (None: every claim); ``ConfigError`` naming an
+    unknown id."""
+    if claim_ids is None:
+        return dict(CLAIMS)
+    unknown = [claim_id for claim_id in claim_ids if claim_id not in CLAIMS]
+    if unknown:
+        raise ConfigError(f"unknown claims {unknown}; the course's claims are {list(CLAIMS)}")
+    return {claim_id: CLAIMS[claim_id] for claim_id in claim_ids}
+
+
+def claim_verdicts(study: Study, claim_ids: list[str] | None = None,
+                   relations: list[str] | None = None) -> list[ClaimVerdict]:
+    """Every named claim on every relation that has runs (default: all of both)."""
+    relations = relations or list(dict.fromkeys(r["relation"] for r in study.records))
+    out = []
+    for relation in relations:
+        for claim_id, claim in claims_named(claim_ids).items():
+            try:
+                verdict = study.compare(relation, claim.label_a, claim.label_b,
+                                        spread=claim.spread)
+                out.append(ClaimVerdict(claim_id, relation, verdict))
+            except (DataError, ConfigError) as err:
+                out.append(ClaimVerdict(claim_id, relation, None, f"not in the study yet ({err})"))
+    return out
+
+
+def format_claims(verdicts: list[ClaimVerdict], missing: bool = False) -> str:
+    """The claim verdicts as text, grouped by relation; ``missing`` keeps claims not yet run."""
+    lines, current = [], None
+    for item in verdicts:
+        if item.verdict is None and not missing:
+            continue
+        if item.relation != current:
+            lines.append(f"{item.relation}:")
+            current = item.relation
+        lines.append(f"- {CLAIMS[item.claim_id].text}:\n    {item.verdict or item.missing}")
+    return "\n".join(lines)
+
+
+def claim_tally(verdicts: list[ClaimVerdict]) -> str:
+    """Each claim's verdicts counted over relations: the claim, then one line per outcome
+    (which method was ahead or steadier, on how many relations; where the runs could not tell
+    or did not compare), read from each verdict's outcome and winner."""
+    outcomes: dict[str, dict[str, list[str]]] = {}
+    for item in verdicts:
+        verdict = item.verdict
+        outcome = "no runs in the study" if verdict is None else verdict.label
+        outcomes.setdefault(item.claim_id, {}).setdefault(outcome, []).append(item.relation)
+    lines = []
+    for claim_id, by_outcome in outcomes.items():
+        total = sum(len(relations) for relations in by_outcome.values())
+        lines.append(f"- {CLAIMS[claim_id].text}:")
+        lines += [f"    {outcome} on {len(relations)} of {total} ({', '.join(relations)})"
+                  for outcome, relations in sorted(by_outcome.items(), key=lambda kv: -len(kv[1]))]
+    return "\n".join(lines)
+
+
+def course_study(root: str | Path | None = None) -> Study | None:
+    """The course's study as its files are now (``course_root(root)``); None when its config is
+    not there. Loaded once per state of the results file, so a notebook's cells share one
+    read."""
+    try:
+        path = course_root(root) / COURSE_STUDY
+    except ConfigError:
+        return None
+    if not path.exists():
+        return None
+    results = StudyConfig.from_file(path).results
+    stamp = (results.stat().st_mtime_ns, results.stat().st_size) if results.exists() else None
+    return _study_as_of(path, stamp)
+
+
+@functools.lru_cache(maxsize=1)
+def _study_as_of(path: Path, stamp: tuple | None) -> Study:
+    return Study.load(path)
+
+
+def course_rows(root: str | Path | None = None) -> list[dict]:
+    """``Study.summary_rows()`` of the course's study (for ``plots.study_strip``); empty when
+    its config or results are not here."""
+    study = course_study(root)
+    return study.summary_rows() if study is not None else []
+
+
+def course_verdicts(claim_ids: list[str] | None = None, root: str | Path | None = None) -> str:
+    """What the course's study says, as text for a notebook cell: for the named claims, or
+    with None the relation x method table and every claim, a tally over relations and then
+    each verdict. Says so instead when the study config or its results are not here."""
+    study = course_study(root)
+    if study is None:
+        return ("The course's study config is not here: run from a clone of the course "
+                "repository (its studies/ folder is not part of the ptlib package).")
+    if not study.records:
+        return (f"No results from the course's study here yet ({study.config.results.name}): "
+                "`make study` runs it, and its verdicts then print here.")
+    header = (f"The course's study ({study.config.results.name}): {len(study.records)} of "
+              f"{len(plan(study.config))} planned runs recorded.")
+    verdicts = claim_verdicts(study, claim_ids)
+    table = "" if claim_ids is not None else f"{study.summary_table()}\n\n"
+    detail = format_claims(verdicts) or "none of these claims run yet"
+    return (f"{header}\n{table}Over the relations:\n{claim_tally(verdicts)}\n\n"
+            f"Relation by relation:\n{detail}")

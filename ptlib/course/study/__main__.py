@@ -1,0 +1,5 @@
+import sys
+
+from ptlib.course.study.runner import main
+
+sys.exit(main())
