@@ -62,13 +62,14 @@ ui-test: setup
 	fi
 	PTLIB_UI=1 $(PY) -m pytest -q -p no:cacheprovider tests/ui
 
-# The course's study (issue 15): every (relation, method, seed) run of studies/course_study.json
-# that studies/course_study.jsonl lacks, one JSON line each; stop it any time and rerun to resume.
+# The course's study: every (relation, method, seed) run of studies/course_study_v2.json that
+# studies/course_study_v2.jsonl lacks, one JSON line each; stop it any time and rerun to resume.
 # Hours of CPU in all: grow it a few runs at a time with STUDY="--limit 5" or
 # STUDY="--only relation=antonym --only seed=0,1"; STUDY=--plan lists what is left,
-# STUDY=--summary prints the relation x method table.
+# STUDY=--summary prints the relation x method table. (studies/course_study.json is the first
+# study, complete, which the notebooks read until the second one is.)
 study: setup
-	$(PY) -m ptlib.course.study studies/course_study.json $(STUDY)
+	$(PY) -m ptlib.course.study studies/course_study_v2.json $(STUDY)
 
 lint: setup
 	$(VENV)/bin/ruff check ptlib tests bench notebooks

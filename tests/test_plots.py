@@ -4,6 +4,7 @@ the figures the issue named keep what they were missing (LiveCurve's title, PCA 
 import math
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 from matplotlib.text import Text
@@ -85,9 +86,16 @@ def every_figure():
             {"task": "a", "method": "y", "mean": 1.0, "sd": 0.0},
             {"task": "b", "method": "x", "mean": 0.5}]),
         "study_strip": study_plots.study_strip(STUDY_ROWS),
+        "compute_to_quality": study_plots.compute_to_quality(CURVES),
     }
 
 
+CURVES = {  # relation -> method -> Study.dev_curves: (forwards, dev EM) per seed
+    "capital_of": {"manual": [([0], [0.3])],
+                   "lstm": [([0, 240, 480], [0.0, 0.2, 0.5]), ([0, 240, 480], [0.1, 0.4, 0.3])],
+                   "gcg_manual": [([0, 1000, 9000], [0.3, 0.35, 0.4])]},
+    "antonym": {"manual": [([0], [0.5])], "lstm": [([0, 240], [0.0, 0.6])]},
+}
 STUDY_ROWS = [  # as ptlib.course.study.Study.summary_rows gives them
     {"relation": "capital_of", "method": "lstm", "seed_means": [0.4, 0.45, 0.45], "mean": 0.43,
      "low": 0.35, "high": 0.5},
@@ -206,3 +214,17 @@ def test_the_live_curve_keeps_its_title_and_labels(monkeypatch):
     assert live.ax.get_ylabel().startswith("dev exact match")
     assert list(live.line.get_xdata()) == record.eval_step
     plt.close(live.fig)
+
+
+def test_compute_to_quality_shows_the_best_so_far_and_the_manual_level(figures):
+    fig = figures["compute_to_quality"]
+    left = fig.axes[0]
+    assert left.get_xscale() == "log" and left.get_title() == "capital_of"
+    manual = [line for line in left.get_lines() if line.get_linestyle() == "--"]
+    assert len(manual) == 1 and manual[0].get_ydata()[0] == 0.3
+    mean_lstm = next(line for line in left.get_lines() if line.get_label() == "lstm (2 seeds)")
+    x, y = mean_lstm.get_xdata(), mean_lstm.get_ydata()
+    # at 300 forwards seed 0 has reached 0.2 and seed 1 0.4 (its best so far, not its last)
+    at = np.searchsorted(x, 300)
+    assert y[at] == pytest.approx(0.3)
+    assert y[-1] == pytest.approx((0.5 + 0.4) / 2)  # seed 1 keeps its best 0.4, not 0.3

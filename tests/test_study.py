@@ -95,7 +95,8 @@ def test_uninterrupted_study_writes_one_record_per_run(uninterrupted):
     assert manual["seed"] is None and manual["template"] in manual["config"]["templates"]
     search = next(r for r in records if r["method"] == "autoprompt")
     assert search["config"]["max_forwards"] == 3 * 2 * 4  # the training budget
-    assert search["dev_curve"]["forwards"] <= 3 * 2 * 4 + 4 * 4  # + one scoring batch
+    assert search["forwards"] <= 3 * 2 * 4 + 4 * 4  # + one scoring batch
+    assert search["dev_curve"]["forwards"][-1] <= search["forwards"]
 
 
 def test_interrupted_study_resumes_to_the_same_file(uninterrupted, tmp_path, tiny,

@@ -102,6 +102,20 @@ class Study:
         found, _ = self.matrices(relation, [label_a, label_b])
         return compare(found[label_a], found[label_b], label_a, label_b, spread=spread)
 
+    def dev_curves(self, relation: str, label: str) -> list[tuple[list[int], list[float]]]:
+        """Each seed's dev curve of ``label`` on ``relation`` as (forward-pass equivalents
+        spent, dev EM) at each evaluation, for records that carry their forwards (a backward
+        counts two forwards; dev evaluations are not counted). The manual baseline is one point
+        at 0 forwards."""
+        curves = []
+        for record in self.select(relation, label):
+            curve = record["dev_curve"]
+            if "forwards" in curve and isinstance(curve["forwards"], list):
+                curves.append((list(curve["forwards"]), list(curve["exact_match"])))
+            elif record["method"] == "manual":
+                curves.append(([0], list(curve["exact_match"])))
+        return curves
+
     def summary_rows(self, labels: list[str] | None = None) -> list[dict]:
         """One row per (relation, method label) with runs: mean test EM, its 95% interval
         (``stats.paired_difference`` against zero: seeds and facts resampled), seed sd, number

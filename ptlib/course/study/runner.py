@@ -54,14 +54,20 @@ def _test_record(result: Evaluation, facts: list[Fact]) -> dict:
             "first_rank": [int(rank) for rank in result.first_rank]}
 
 
-def _chosen_manual(lm: LM, task: Task) -> str:
-    """The manual template with the best dev EM at the precision runs use by default."""
-    text, _ = best_manual_template(lm, task, "dev", resolve_precision("auto", lm.device))
+def _precision(lm: LM, config: StudyConfig) -> str:
+    """The precision the study's training runs use, resolved: the manual baseline and the
+    manual template a run starts from are chosen and scored at it too."""
+    return resolve_precision(TrainConfig(**config.train).precision, lm.device)
+
+
+def _chosen_manual(lm: LM, config: StudyConfig, task: Task) -> str:
+    """The manual template with the best dev EM, at the study's precision."""
+    text, _ = best_manual_template(lm, task, "dev", _precision(lm, config))
     return text
 
 
-def _run_manual(lm: LM, task: Task) -> dict:
-    precision = resolve_precision("auto", lm.device)
+def _run_manual(lm: LM, config: StudyConfig, task: Task) -> dict:
+    precision = _precision(lm, config)
     text, dev = best_manual_template(lm, task, "dev", precision)
     test = evaluate(lm, parse_template(text), task.split("test"), precision=precision)
     curve = {"step": [0], "exact_match": [dev.exact_match], "nll": [dev.nll]}
@@ -75,7 +81,7 @@ def _run_search(lm: LM, config: StudyConfig, spec: RunSpec, task: Task, resolved
     dev (written as slots that start at its tokens)."""
     template, start, extra = _slot_template(lm, config, spec, task), None, {}
     if SEARCHES[spec.method][1] == "manual":
-        manual = _chosen_manual(lm, task)
+        manual = _chosen_manual(lm, config, task)
         template, start = manual_start(lm, manual, [f.x for f in task.facts])
         extra["start_template"] = manual
     result = search(lm, template, task.split("train"), task.split("dev"),
@@ -95,7 +101,7 @@ def _slot_template(lm: LM, config: StudyConfig, spec: RunSpec, task: Task) -> st
     """The run's slot template, ``{manual}`` filled with the manual template chosen on dev."""
     text = config.template_text(spec.template)
     if MANUAL_PLACEHOLDER in text:
-        text = text.replace(MANUAL_PLACEHOLDER, _chosen_manual(lm, task))
+        text = text.replace(MANUAL_PLACEHOLDER, _chosen_manual(lm, config, task))
     return text
 
 
@@ -123,7 +129,7 @@ def run_one(lm: LM, config: StudyConfig, spec: RunSpec, task: Task) -> dict:
     resolved = resolved_config(config, spec, task)
     started = time.perf_counter()
     if spec.method == MANUAL:
-        outcome = _run_manual(lm, task)
+        outcome = _run_manual(lm, config, task)
     elif spec.method in SEARCHES:
         outcome = _run_search(lm, config, spec, task, resolved)
     else:

@@ -1,0 +1,99 @@
+"""Compute to quality: how many forward passes each method spends to reach which dev exact
+match, read from the course's study (no run of its own).
+
+For each relation and method of the study at its defaults (the manual template chosen on dev,
+AutoPrompt and GCG from that template to their plateau or their cap, free vectors at a token's
+scale, the LSTM), every seed's dev curve: forward-pass equivalents spent (a backward counts
+two; dev evaluations are not counted) against the best dev EM reached so far. The table gives,
+per method, the mean best dev EM and test EM, the median forwards a run spent, the median
+forwards to first reach the manual template's dev EM, and how the searches stopped (plateau =
+patience ran out, cap = the forward budget). Writes ``bench/results/compute_to_quality.json``,
+``.png`` and ``.md`` (the table for RESULTS.md).
+
+    .venv/bin/python bench/compute_to_quality.py [studies/course_study_v2.json]
+"""
+
+import argparse
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from _common import RESULTS_DIR, write_result  # noqa: E402
+
+from ptlib.course.study import Study  # noqa: E402
+from ptlib.course.study_plots import compute_to_quality  # noqa: E402
+
+METHODS = ("manual", "autoprompt_manual", "gcg_manual", "free_rescaled", "lstm")
+STUDY = Path(__file__).resolve().parent.parent / "studies" / "course_study_v2.json"
+
+
+def first_reaching(curve: tuple[list[int], list[float]], level: float) -> int | None:
+    """Forwards at the first evaluation whose dev EM reaches ``level`` (None if none does)."""
+    return next((f for f, value in zip(*curve, strict=True) if value >= level), None)
+
+
+def method_row(study: Study, relation: str, method: str, manual_dev: float) -> dict | None:
+    records = study.select(relation, method)
+    if not records:
+        return None
+    curves = study.dev_curves(relation, method)
+    reach = [first_reaching(curve, manual_dev) for curve in curves]
+    reached = [r for r in reach if r is not None]
+    return {"relation": relation, "method": method, "runs": len(records),
+            "best_dev_em": statistics.fmean(r["best_dev_exact_match"] for r in records),
+            "test_em": statistics.fmean(r["test"]["exact_match"] for r in records),
+            "median_forwards": statistics.median(max(c[0]) for c in curves) if curves else 0,
+            "median_forwards_to_manual": statistics.median(reached) if reached else None,
+            "reached_manual": f"{len(reached)}/{len(curves)}",
+            "stopped_by": dict(Counter(r.get("stopped_by", "-") for r in records))}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| relation | method | runs | best dev EM | test EM | median forwards | "
+             "median forwards to the manual dev EM (runs that got there) | stopped by |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        to_manual = row["median_forwards_to_manual"]
+        stopped = ", ".join(f"{k} {v}" for k, v in row["stopped_by"].items() if k != "-")
+        lines.append(f"| {row['relation']} | {row['method']} | {row['runs']} | "
+                     f"{row['best_dev_em']:.3f} | {row['test_em']:.3f} | "
+                     f"{row['median_forwards']:,.0f} | "
+                     f"{'-' if to_manual is None else f'{to_manual:,.0f}'} "
+                     f"({row['reached_manual']}) | {stopped or '-'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", nargs="?", default=str(STUDY), help="a study config")
+    args = parser.parse_args(argv)
+    study = Study.load(args.study)
+    relations = list(dict.fromkeys(r["relation"] for r in study.records))
+    rows, curves = [], {}
+    for relation in relations:
+        manual = study.select(relation, "manual")
+        manual_dev = manual[0]["best_dev_exact_match"] if manual else float("inf")
+        found = [method_row(study, relation, m, manual_dev) for m in METHODS]
+        rows += [row for row in found if row is not None]
+        curves[relation] = {m: study.dev_curves(relation, m) for m in METHODS
+                            if study.select(relation, m)}
+    table = markdown(rows)
+    print(table)
+    if curves:
+        compute_to_quality(curves).savefig(RESULTS_DIR / "compute_to_quality.png", dpi=110,
+                                           bbox_inches="tight")
+    (RESULTS_DIR / "compute_to_quality.md").write_text(table + "\n")
+    write_result("compute_to_quality", {
+        "command": "python bench/compute_to_quality.py", "study": study.config.name,
+        "records": len(study.records), "rows": rows})
+    print(json.dumps({"records": len(study.records), "relations": relations}))
+
+
+if __name__ == "__main__":
+    main()
