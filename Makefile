@@ -38,9 +38,11 @@ test-notebooks: setup
 	PTLIB_FAST=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks
 
 # Property tests with many more random examples than CI's derandomized profile. A counterexample
-# found here becomes an @example on its test (tests/test_properties.py).
+# found here becomes an @example on its test (tests/test_properties.py, tests/test_fuzz.py: the
+# CLI and the API driven with bad input; a few minutes).
 fuzz: setup
-	PTLIB_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/test_properties.py
+	PTLIB_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/test_properties.py \
+	  tests/test_fuzz.py
 
 # The widgets in a real browser: JupyterLab on localhost, tests/ui/widgets_ui.ipynb run in
 # headless Debian Chromium driven by Playwright (no browser download). Installs the `ui` extra

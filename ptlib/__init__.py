@@ -10,13 +10,15 @@ other way round.
 
 import importlib
 
-from ptlib.checkpoint import load_prompt, save_prompt
+from ptlib.checkpoint import load_prompt, read_prompt_file, save_prompt, save_slots
 from ptlib.data import Fact, Task, list_tasks, load_task, read_facts
 from ptlib.discrete import SearchConfig, SearchResult, manual_prompts, search
 from ptlib.encoders import build_encoder
 from ptlib.errors import (
     ConfigError,
+    DamagedFileError,
     DataError,
+    FileError,
     ModelError,
     PTLibError,
     TemplateError,
@@ -30,12 +32,12 @@ from ptlib.train_config import TrainConfig
 from ptlib.training import TrainResult, train
 
 __all__ = [
-    "LM", "ConfigError", "DataError", "Evaluation", "Fact", "ModelError", "PTLibError",
-    "SearchConfig", "SearchResult", "Task", "Template", "TemplateError", "TrainConfig",
-    "TrainResult", "TrainingError", "build_batch", "build_encoder", "evaluate",
-    "export_peft_adapter", "import_peft_adapter", "list_tasks", "load_lm", "load_prompt",
-    "load_task", "manual_prompts", "parse_template", "read_facts", "save_prompt", "search",
-    "tiny_lm", "train",
+    "LM", "ConfigError", "DamagedFileError", "DataError", "Evaluation", "Fact", "FileError",
+    "ModelError", "PTLibError", "SearchConfig", "SearchResult", "Task", "Template",
+    "TemplateError", "TrainConfig", "TrainResult", "TrainingError", "build_batch",
+    "build_encoder", "evaluate", "export_peft_adapter", "import_peft_adapter", "list_tasks",
+    "load_lm", "load_prompt", "load_task", "manual_prompts", "parse_template",
+    "read_prompt_file", "read_facts", "save_prompt", "save_slots", "search", "tiny_lm", "train",
 ]
 
 # Engine submodules imported on first attribute access (``ptlib.stats.paired_difference``),

@@ -30,9 +30,10 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(handle)
-    os.chmod(staging, 0o666 & ~_umask())
     try:
         yield Path(staging)
+        # after the write: a writer may replace the staging file (safetensors creates its own)
+        os.chmod(staging, 0o666 & ~_umask())
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)

@@ -9,6 +9,11 @@ Add ``--model tiny`` to try any command in seconds on a tiny random-init model. 
 runs on several processes (``torchrun --nproc-per-node 2 -m ptlib train ...``; see
 ``ptlib.distributed``), with the same result as one process. Each command
 prints its metrics as JSON and, with ``--out``, writes ``metrics.json`` (and the prompt) there.
+``train --resume`` refuses a folder without a checkpoint (``--resume-if-present`` starts one
+there) or with one written for another model, task, template or config; Ctrl-C saves the run
+at the next step and says how to resume it. ``eval --prompt`` reads the prompt file of either
+``train`` or ``search``, checked against its content hash and refused on another model
+(``--allow-other-model`` to transfer it anyway).
 The flags of ``train`` and ``search`` are built from ``TrainConfig`` and ``SearchConfig``:
 every field is a flag with its type, help and choices, and ``none`` where a field may be None.
 """
@@ -16,22 +21,22 @@ every field is a flag with its type, help and choices, and ``none`` where a fiel
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
 from pathlib import Path
 
-import torch
-
 from ptlib import distributed
-from ptlib.checkpoint import load_prompt, save_prompt
-from ptlib.data import SPLITS, load_task
+from ptlib.atomic import atomic_file
+from ptlib.checkpoint import read_prompt_file, save_prompt, save_slots
+from ptlib.data import SPLITS, Task, load_task
 from ptlib.discrete import SearchConfig, search
-from ptlib.errors import PTLibError
+from ptlib.errors import ConfigError, DataError, PTLibError, TemplateError
 from ptlib.model import DEFAULT_MODEL, TINY_MODEL, load_lm, resolve_device
 from ptlib.objective import evaluate
 from ptlib.options import choices_of
-from ptlib.template import parse_template
+from ptlib.template import SLOT, parse_template
 from ptlib.train_config import TrainConfig
 from ptlib.training import train
 
@@ -97,9 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(train_cmd)
     train_cmd.add_argument("--template", default="[P][P][P] {x} [P][P][P]",
                            help="template with [P] slots and {x}")
-    train_cmd.add_argument("--resume", action="store_true",
-                           help="continue from the checkpoint in --out (more --steps extends a "
-                                "finished run)")
+    resume = train_cmd.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint in --out, which must be there (more "
+                             "--steps extends a finished run)")
+    resume.add_argument("--resume-if-present", action="store_true",
+                        help="continue from the checkpoint in --out when there is one, else "
+                             "start there")
     train_cmd.add_argument("--shard-lm", action="store_true",
                            help="under torchrun: shard the frozen LM over the processes with "
                                 "FSDP2 (for an LM too big for one device)")
@@ -112,15 +121,32 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd = commands.add_parser("eval", help="evaluate a manual template or a saved prompt")
     _common(eval_cmd)
     eval_cmd.add_argument("--template", default=None, help="manual template (no slots)")
-    eval_cmd.add_argument("--prompt", default=None, help="a prompt.safetensors file")
+    eval_cmd.add_argument("--prompt", default=None,
+                          help="a prompt.safetensors file written by train or search")
+    eval_cmd.add_argument("--allow-other-model", action="store_true",
+                          help="use a prompt saved for another model (same width d)")
     return parser
 
 
+def _finite(value):
+    """``value`` with every non-finite float (NaN, inf) replaced by None, at any depth."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _write(out: str | None, metrics: dict) -> None:
-    print(json.dumps(metrics, indent=2))
+    """Print ``metrics`` as strict JSON (non-finite numbers as null) and write it to
+    ``out``/metrics.json."""
+    text = json.dumps(_finite(metrics), indent=2, allow_nan=False)
+    print(text)
     if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        with atomic_file(Path(out) / "metrics.json") as staging:
+            staging.write_text(text)
 
 
 def _load(args: argparse.Namespace, ranks: distributed.Ranks):
@@ -136,48 +162,85 @@ def _load(args: argparse.Namespace, ranks: distributed.Ranks):
     return dataclasses.replace(lm, model=lm.model.to(target), device=target)
 
 
+def _check_out(out: str | None) -> None:
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a file: --out names a folder (it is created if "
+                          "missing)")
+
+
+def _check_splits(task: Task, names: list[str]) -> None:
+    """Every split the command uses has facts, checked before any training or search."""
+    for name in dict.fromkeys(names):
+        if not task.split(name):
+            raise DataError(f"task {task.name!r} has no facts in its {name} split (splits are "
+                            "fixed by a hash of each subject): add facts, or report another "
+                            "--split")
+
+
+def _train(args: argparse.Namespace, ranks: distributed.Ranks, lm, task: Task) -> dict:
+    resume = "if_present" if args.resume_if_present else args.resume
+    result = train(lm, args.template, task.split("train"), task.split("dev"),
+                   _config(args, TrainConfig), checkpoint_dir=args.out, resume=resume)
+    if args.out and ranks.is_main:
+        save_prompt(Path(args.out) / "prompt.safetensors", result.prompt, args.template, lm,
+                    task=task, config=result.config)
+    return {"command": "train", "task": task.name, "template": args.template,
+            "config": result.config.as_dict(), "steps_done": len(result.history.step),
+            "best_step": result.best_step, "best_dev_exact_match": result.best_dev_exact_match,
+            args.split: result.evaluate(lm, task.split(args.split)).as_dict()}
+
+
+def _search(args: argparse.Namespace, lm, task: Task) -> dict:
+    """A search; ``forwards`` beside ``max_forwards`` shows how far the last iteration passed
+    the budget (it is checked after each iteration)."""
+    config = _config(args, SearchConfig)
+    result = search(lm, args.template, task.split("train"), task.split("dev"), config)
+    if args.out:
+        save_slots(Path(args.out) / "prompt.safetensors", result.slot_ids, args.template, lm,
+                   task=task, config=result.config)
+    return {"command": "search", "task": task.name, "prompt": result.prompt_text,
+            "forwards": result.forwards, "max_forwards": config.max_forwards,
+            "stopped_by": result.stopped_by, "best_dev_exact_match": result.best_dev_exact_match,
+            args.split: result.evaluate(lm, task.split(args.split)).as_dict()}
+
+
+def _eval(args: argparse.Namespace, lm, task: Task) -> dict:
+    if (args.prompt is None) == (args.template is None):
+        raise ConfigError("eval needs exactly one of --template (manual) or --prompt (file)")
+    facts = task.split(args.split)
+    if args.template is not None:
+        template = parse_template(args.template)
+        if template.num_slots:
+            raise TemplateError(f"eval --template takes a manual template without {SLOT} "
+                                "slots: evaluate a trained or searched prompt with --prompt")
+        result = evaluate(lm, template, facts)
+        return {"command": "eval", "task": task.name, "template": args.template,
+                args.split: result.as_dict()}
+    values, meta = read_prompt_file(args.prompt, lm, allow_other_model=args.allow_other_model)
+    given = {"slot_ids" if meta["kind"] == "slots" else "prompt": values.to(lm.device)}
+    result = evaluate(lm, parse_template(meta["template"]), facts, **given)
+    return {"command": "eval", "task": task.name, "template": meta["template"],
+            "prompt_kind": meta["kind"], args.split: result.as_dict()}
+
+
 def run(args: argparse.Namespace, ranks: distributed.Ranks) -> dict:
+    _check_out(args.out)
     task = load_task(args.task, templates=args.task_template)
     if ranks.distributed and args.command != "train":
         raise PTLibError(f"only train runs on several processes, not {args.command}")
+    _check_splits(task, ["train", "dev", args.split] if args.command != "eval" else [args.split])
     lm = _load(args, ranks)
-    report = task.split(args.split)
     if args.command == "train":
-        result = train(lm, args.template, task.split("train"), task.split("dev"),
-                       _config(args, TrainConfig), checkpoint_dir=args.out, resume=args.resume)
-        if args.out and ranks.is_main:
-            save_prompt(Path(args.out) / "prompt.safetensors", result.prompt, args.template,
-                        lm.name)
-        return {"command": "train", "task": task.name, "template": args.template,
-                "config": result.config.as_dict(), "steps_done": len(result.history.step),
-                "best_step": result.best_step, "best_dev_exact_match": result.best_dev_exact_match,
-                args.split: result.evaluate(lm, report).as_dict()}
+        return _train(args, ranks, lm, task)
     if args.command == "search":
-        result = search(lm, args.template, task.split("train"), task.split("dev"),
-                        _config(args, SearchConfig))
-        if args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            torch.save(result.slot_ids, Path(args.out) / "slot_ids.pt")
-        return {"command": "search", "task": task.name, "prompt": result.prompt_text,
-                "forwards": result.forwards, "best_dev_exact_match": result.best_dev_exact_match,
-                args.split: result.evaluate(lm, report).as_dict()}
-    if (args.prompt is None) == (args.template is None):
-        raise PTLibError("eval needs exactly one of --template (manual) or --prompt (file)")
-    if args.prompt:
-        prompt, meta = load_prompt(args.prompt, width=lm.width)
-        result = evaluate(lm, parse_template(meta["template"]), report,
-                          prompt=prompt.to(lm.device))
-        template = meta["template"]
-    else:
-        result = evaluate(lm, parse_template(args.template), report)
-        template = args.template
-    return {"command": "eval", "task": task.name, "template": template,
-            args.split: result.as_dict()}
+        return _search(args, lm, task)
+    return _eval(args, lm, task)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; 0 on success, 2 on a bad flag (argparse) or a ptlib error. Under
-    torchrun, every process trains and rank 0 alone writes and prints the results."""
+    """Run one command; 0 on success, 2 on a bad flag (argparse) or a ptlib error, 130 on
+    Ctrl-C (one line saying how to resume). Under torchrun, every process trains and rank 0
+    alone writes and prints the results."""
     args = build_parser().parse_args(argv)
     ranks = distributed.init_from_env()
     try:
@@ -188,5 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         distributed.finish(ranks, wait_for_peers=False)
         return 2
+    except KeyboardInterrupt as err:  # TrainingInterrupted says where it stopped, how to resume
+        print(str(err) or "interrupted", file=sys.stderr)
+        distributed.finish(ranks, wait_for_peers=False)
+        return 130
     distributed.finish(ranks)
     return 0

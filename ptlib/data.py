@@ -19,12 +19,17 @@ non-blank line is skipped when its first two cells are ``x``/``subject`` and ``y
 numbered (``alternative 1``). TSV cells are not quoted: a tab or line break cannot occur inside
 one, and quote marks are kept as written. Every problem raises ``DataError`` naming the file and
 line; a ``Fact`` built in code checks itself (an empty subject or target is refused).
+
+Text read from a file is normalised to Unicode NFC, so the same subject typed with a combined
+accent (NFD, as some systems write it) and a precomposed one is caught as a duplicate; the split
+of a subject is decided on its NFC form too, so both forms land in the same split.
 """
 
 import hashlib
 import importlib.resources
 import json
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,8 +145,8 @@ class Task:
 
 
 def split_of(subject: str) -> str:
-    """The split a subject belongs to, from the first 8 bytes of its SHA-256."""
-    digest = hashlib.sha256(subject.encode("utf-8")).digest()
+    """The split a subject belongs to, from the first 8 bytes of the SHA-256 of its NFC form."""
+    digest = hashlib.sha256(unicodedata.normalize("NFC", subject).encode("utf-8")).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     train, dev, _ = SPLIT_FRACTIONS
     return "train" if u < train else "dev" if u < train + dev else "test"
@@ -159,7 +164,7 @@ def _check_text(value, what: str, where: str) -> str:
         raise DataError(f"{where}: field {what!r} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise DataError(f"{where}: field {what!r} is empty")
-    return value.strip()
+    return unicodedata.normalize("NFC", value.strip())
 
 
 def _check_alternatives(values, y: str, where: str) -> tuple[str, ...]:
@@ -169,7 +174,8 @@ def _check_alternatives(values, y: str, where: str) -> tuple[str, ...]:
     if not isinstance(values, list):
         raise DataError(f"{where}: field {ALTERNATIVES!r} must be a list of strings, got "
                         f"{type(values).__name__}")
-    stripped = [v.strip() if isinstance(v, str) else v for v in values]
+    stripped = [unicodedata.normalize("NFC", v.strip()) if isinstance(v, str) else v
+                for v in values]
     problem = _alternatives_problem(stripped, y)
     if problem:
         raise DataError(f"{where}: {problem}")

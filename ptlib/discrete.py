@@ -25,7 +25,7 @@ from ptlib.data import Fact, Task
 from ptlib.errors import ConfigError, TemplateError
 from ptlib.model import LM
 from ptlib.objective import Evaluation, evaluate, make_batch, score_candidates
-from ptlib.options import check_options, option
+from ptlib.options import MAX_SEED, check_options, option
 from ptlib.precision import DEFAULT_PRECISION, PRECISIONS, resolve_precision
 from ptlib.progress import end_early, progress
 from ptlib.proposers import PROPOSERS, SearchState, sample_facts
@@ -102,19 +102,20 @@ class SearchConfig:
     patience: int | None = option(None, "stop after this many dev evaluations without a better "
                                         "dev score (EM, then NLL); none never stops early",
                                   minimum=1)
-    max_forwards: int | None = option(None, "stop once this many sequence forwards are spent; "
-                                            "none: run every iteration", minimum=1)
+    max_forwards: int | None = option(None, "stop once this many sequence forwards are spent "
+                                            "(checked after each iteration, so the last one "
+                                            "may pass it); none: run every iteration",
+                                      minimum=1)
     exclude_capitalised: bool = option(True, "AutoPrompt's proper-noun filter on slot tokens")
     init_token: str = option(" the", "every slot starts as this token (if it is one token)")
-    seed: int = option(0, "slot choice, candidates and batches", minimum=0)
+    seed: int = option(0, f"slot choice, candidates and batches (0 to {MAX_SEED})", minimum=0,
+                       maximum=MAX_SEED)
     precision: str = option("auto", "frozen LM: auto (ptlib.precision decides for the "
                                     "device), fp32, or bf16 (its weights cast to bf16 once)",
                             PRECISIONS)
 
     def __post_init__(self):
         check_options(self)
-        if self.seed >= 2**63:
-            raise ConfigError(f"seed must be below 2**63, got {self.seed}")
 
     def identity(self) -> dict:
         """What a study record is matched on: the fields, less the ``LATER_SEARCH_FIELDS``

@@ -24,3 +24,13 @@ class ModelError(PTLibError, RuntimeError):
 
 class TrainingError(PTLibError, RuntimeError):
     """Training cannot go on (for example a non-finite loss): the message names the step."""
+
+
+class FileError(PTLibError, ValueError):
+    """A prompt or checkpoint file is missing, unreadable or of another kind: the message names
+    the file."""
+
+
+class DamagedFileError(FileError):
+    """A prompt or checkpoint file does not match the content hash written with it (flipped
+    bytes, edited metadata): the message names the file."""

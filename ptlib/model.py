@@ -205,6 +205,10 @@ def load_lm(name: str = DEFAULT_MODEL, device: str | torch.device = "auto",
 
     if name == TINY_MODEL:
         return tiny_lm(device=device)
+    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
+        raise ModelError(f"{name}: the folder holds no model (no config.json): give a folder "
+                         f"written by save_pretrained, a Hugging Face id, {DEFAULT_MODEL!r} or "
+                         f"{TINY_MODEL!r}")
     resolved = resolve_device(device)
     source = embedded_model_dir() if name == DEFAULT_MODEL else name
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ptlib.data import Fact
-from ptlib.errors import DataError, TemplateError
+from ptlib.errors import ConfigError, DataError, TemplateError
 from ptlib.model import LM
 from ptlib.packing import pack
 from ptlib.precision import DEFAULT_PRECISION, frozen_model
@@ -234,6 +234,9 @@ def evaluate(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor
     """
     if not facts:
         raise DataError("evaluate needs at least one fact")
+    if prompt is not None and not torch.isfinite(prompt).all():
+        raise ConfigError("the prompt holds non-finite values (NaN or inf), so it cannot be "
+                          "scored: evaluate a prompt from a run that stayed finite")
     rows, owner = _object_rows(facts)
     logprob, exact, ranks = [], [], []
     for start in range(0, len(rows), batch_size):

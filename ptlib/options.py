@@ -17,14 +17,19 @@ from collections.abc import Callable, Iterable
 from ptlib.errors import ConfigError
 
 Choices = Iterable[str] | Callable[[], Iterable[str]] | None
+# The largest seed a config takes: seeds are mixed with epochs and offsets into torch's 64-bit
+# generator seeds (``ptlib.training.batch_facts``), which this bound keeps from overflowing.
+MAX_SEED = 2**32 - 1
 
 
 def option(default, help: str, choices: Choices = None, *, minimum: float | None = None,
-           above: float | None = None):
+           above: float | None = None, maximum: float | None = None):
     """A dataclass field with its help text and, optionally, its allowed values (a string
     field's choices, or a function returning them, for registries that can grow after import)
-    and bounds (``minimum``: value >= minimum; ``above``: value > above)."""
-    metadata = {"help": help, "choices": choices, "minimum": minimum, "above": above}
+    and bounds (``minimum``: value >= minimum; ``above``: value > above; ``maximum``: value <=
+    maximum)."""
+    metadata = {"help": help, "choices": choices, "minimum": minimum, "above": above,
+                "maximum": maximum}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -65,6 +70,9 @@ def _type_problem(value, kind: type) -> str:
 def _bound_problem(value, field: dataclasses.Field, kind: type) -> str:
     noun = "an integer" if kind is int else "a number"
     minimum, above = field.metadata.get("minimum"), field.metadata.get("above")
+    maximum = field.metadata.get("maximum")
+    if maximum is not None and value > maximum:
+        return f"must be {noun} <= {maximum}"
     if minimum is not None and value < minimum:
         positive = minimum == 1 and kind is int
         return "must be a positive integer" if positive else f"must be {noun} >= {minimum:g}"

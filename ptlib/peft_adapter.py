@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from ptlib.atomic import atomic_file
 from ptlib.errors import ConfigError, ModelError, TemplateError
-from ptlib.model import DEFAULT_MODEL, LM, embedded_model_dir
+from ptlib.model import LM
 from ptlib.template import INPUT, Template, parse_template
 
 CONFIG_FILE = "adapter_config.json"
@@ -73,12 +73,10 @@ def prepend_input_text(template: str | Template) -> str:
 
 
 def base_model_source(lm: LM, base_model_path: str | os.PathLike | None = None) -> str:
-    """What ``base_model_name_or_path`` should say: the given path, else the LM's name, except
-    for the embedded model, whose cached safetensors folder stands in (converted if missing)."""
+    """What ``base_model_name_or_path`` should say: the given path, else the LM's name (the
+    embedded model's ``smollm2-135m``, a hub id), never a path of this machine's cache."""
     if base_model_path is not None:
         return str(base_model_path)
-    if lm.name == DEFAULT_MODEL:
-        return str(embedded_model_dir())
     return lm.name
 
 
@@ -150,8 +148,10 @@ def export_peft_adapter(folder: str | os.PathLike, prompt: torch.Tensor,
     ``ConfigError``. The folder gets ``adapter_config.json``, ``adapter_model.safetensors``
     (``prompt_embeddings``: (L, d) fp32) and ``ptlib_template.json`` (the input text to format).
     ``base_model_name_or_path`` is ``base_model_path`` when given, else the LM's name (for the
-    embedded model, its cached folder). Load it with ``PeftModel.from_pretrained(base, folder)``
-    and feed right-padded batches (PEFT ignores position_ids for prompt methods).
+    embedded model ``smollm2-135m``: pass its folder, ``ptlib.model.embedded_model_dir()``, as
+    ``base_model_path`` for ``AutoPeftModelForCausalLM`` to find it). Load it with
+    ``PeftModel.from_pretrained(base, folder)`` and feed right-padded batches (PEFT ignores
+    position_ids for prompt methods).
     """
     template = parse_template(getattr(template, "text", template))
     input_text = prepend_input_text(template)

@@ -6,8 +6,9 @@ import math
 import torch
 
 from ptlib.encoders import FreeVectors, PromptEncoder, build_encoder
-from ptlib.errors import ConfigError
+from ptlib.errors import ConfigError, ModelError
 from ptlib.history import History
+from ptlib.identity import model_differences
 from ptlib.model import LM
 from ptlib.template import Template
 from ptlib.train_config import TrainConfig, config_identity
@@ -49,8 +50,14 @@ class RunState:
         """Take the state saved by ``state`` (meta from any ptlib version: old key names are
         mapped by ``History.from_dict``)."""
         prefix = "encoder."
-        self.encoder.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
-                                      if k.startswith(prefix)})
+        try:
+            self.encoder.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
+                                          if k.startswith(prefix)})
+        except RuntimeError as err:
+            problems = [line.strip() for line in str(err).splitlines()[1:]]
+            raise ModelError(f"the checkpoint's encoder does not fit this model and template "
+                             f"({' '.join(problems)}): use a fresh folder or the model it "
+                             "was written for") from err
         state: dict = {}
         for key, value in tensors.items():
             if key.startswith("optim."):
@@ -106,3 +113,16 @@ def check_resumable(saved: dict, config: TrainConfig, template: Template,
     if config.schedule != "constant":
         raise ConfigError(f"a {config.schedule!r} schedule is spread over the steps, so "
                           "extending the run would change its learning rates: start a new run")
+
+
+def check_same_origin(saved: dict, model: dict, facts: str) -> None:
+    """A checkpoint resumes on the model it was written for (``ptlib.identity.model_identity``)
+    and on the same train and dev facts (``facts_hash``); a checkpoint from before these were
+    recorded is not held to them."""
+    differences = model_differences(saved.get("model") or {}, model)
+    if differences:
+        raise ModelError(f"the checkpoint was written for another model "
+                         f"({'; '.join(differences)}): use a fresh folder or the same model")
+    if saved.get("facts") not in (None, facts):
+        raise ConfigError("the checkpoint was trained on other train/dev facts (another task or "
+                          "file, or an edited one): use a fresh folder or the same task")

@@ -21,6 +21,7 @@ from ptlib.errors import TemplateError
 SLOT = "[P]"
 INPUT = "{x}"
 _PIECE = re.compile(r"(\[P\]|\{x\})")
+_NEAR_SLOT = re.compile(r"\[\s*[pP]\s*\]")  # [p], [P ], [ P ]: meant as slots, read as text
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ def parse_template(text: str, require_slots: bool = False) -> Template:
                 f"template {text!r} has an unknown placeholder {bad!r}: only {INPUT} and "
                 f"{SLOT} are allowed"
             )
+    _check_near_slots(text, pieces)
     if text != text.rstrip():
         raise TemplateError(
             f"template {text!r} ends with whitespace: the object is appended after one space"
@@ -86,6 +88,15 @@ def parse_template(text: str, require_slots: bool = False) -> Template:
     if require_slots and template.num_slots == 0:
         raise TemplateError(f"template {text!r} has no {SLOT} slots, but this method needs some")
     return template
+
+
+def _check_near_slots(text: str, pieces: tuple[str, ...]) -> None:
+    """A slot misspelt (``[p]``, ``[P ]``) would silently be literal text: refuse it."""
+    for piece in pieces:
+        near = _NEAR_SLOT.search(piece) if piece not in (SLOT, INPUT) else None
+        if near:
+            raise TemplateError(f"template {text!r} has {near.group(0)!r}, which is not a "
+                                f"prompt slot: write {SLOT} (capital P, no spaces)")
 
 
 @dataclass

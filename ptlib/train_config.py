@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ptlib.encoders import ENCODERS, FREE_INITS
 from ptlib.errors import ConfigError
-from ptlib.options import check_options, option
+from ptlib.options import MAX_SEED, check_options, option
 from ptlib.precision import PRECISIONS
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -41,7 +41,8 @@ class TrainConfig:
                              minimum=1)
     patience: int | None = option(None, "stop after this many evaluations without a better "
                                         "dev score; none never stops early", minimum=1)
-    seed: int = option(0, "encoder init and batch order", minimum=0)
+    seed: int = option(0, f"encoder init and batch order (0 to {MAX_SEED})", minimum=0,
+                       maximum=MAX_SEED)
     precision: str = option("auto", "frozen LM: auto (ptlib.precision decides for the "
                                     "device), fp32, or bf16 (its weights cast to bf16 once)",
                             PRECISIONS)
@@ -53,8 +54,6 @@ class TrainConfig:
 
     def __post_init__(self):
         check_options(self)
-        if self.seed >= 2**63:
-            raise ConfigError(f"seed must be below 2**63, got {self.seed}")
         if self.encoder == "free":
             if self.hidden_size is not None:
                 raise ConfigError("hidden_size sets the width of an lstm or mlp encoder; free "

@@ -22,15 +22,18 @@ from ptlib.distributed import Ranks
 from ptlib.encoders import PromptEncoder
 from ptlib.errors import ConfigError, TrainingError
 from ptlib.history import History
+from ptlib.identity import facts_hash, model_identity
+from ptlib.interrupt import InterruptFlag, TrainingInterrupted, deferred_interrupt
 from ptlib.model import LM, compile_layers
 from ptlib.objective import Evaluation, batch_scores, evaluate, make_batch
 from ptlib.precision import DEFAULT_PRECISION, frozen_model, resolve_precision
 from ptlib.progress import end_early, progress
-from ptlib.run_state import RunState, check_resumable
+from ptlib.run_state import RunState, check_resumable, check_same_origin
 from ptlib.template import Template, parse_template
 from ptlib.train_config import TrainConfig, learning_rate
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
+RESUME_IF_PRESENT = "if_present"  # resume= value: resume when there is a checkpoint, else start
 
 
 @dataclass
@@ -62,7 +65,7 @@ def default_label(config: TrainConfig) -> str:
 
 def batch_facts(facts: list[Fact], config: TrainConfig, step: int, micro: int) -> list[Fact]:
     """The facts of one micro-batch: a slice of the epoch's permutation, fixed by the seed (a
-    batch larger than the facts wraps into the next epoch's permutation)."""
+    batch that runs past the end of an epoch goes on in the next epoch's permutation)."""
     start = (step * config.grad_accum + micro) * config.batch_size
     picked, order, order_epoch = [], None, None
     for position in range(start, start + config.batch_size):
@@ -87,20 +90,42 @@ class _Loop:
         self.ranks = distributed.current()
         self.run = RunState(lm, template, config, initial_prompt)
         self.path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
-        self.meta = {"config": config.as_dict(), "template": template.text}
+        self.meta = {"config": config.as_dict(), "template": template.text,
+                     "model": model_identity(lm),
+                     "facts": {"train": facts_hash(self.train_facts),
+                               "dev": facts_hash(self.dev_facts)}}
+        self.interrupt = InterruptFlag()
 
-    def resume(self) -> None:
-        """Continue from the checkpoint in the folder, if there is one."""
-        if self.path is not None and self.path.exists():
-            tensors, meta = load_state(self.path)
-            check_resumable(meta.get("run", {}), self.config, self.template, meta.get("step", 0))
-            self.run.restore(tensors, meta)
+    def resume(self, mode: bool | str) -> None:
+        """Continue from the checkpoint in the folder, made for this model, these facts, this
+        template and config; with ``mode`` ``RESUME_IF_PRESENT``, start afresh when there is
+        none."""
+        if self.path is None:
+            raise ConfigError("resume needs the checkpoint folder (checkpoint_dir; the CLI's "
+                              "--out)")
+        if not self.path.exists():
+            if mode == RESUME_IF_PRESENT:
+                return
+            raise ConfigError(f"no checkpoint to resume in {self.path.parent} (no "
+                              f"{CHECKPOINT_FILE}): check the folder, or use resume="
+                              f"{RESUME_IF_PRESENT!r} (--resume-if-present) to start one there")
+        tensors, meta = load_state(self.path)
+        saved = meta.get("run", {})
+        check_same_origin(saved, self.meta["model"], self.meta["facts"])
+        check_resumable(saved, self.config, self.template, meta.get("step", 0))
+        self.run.restore(tensors, meta)
 
     def save(self) -> None:
         if self.path is not None and self.ranks.is_main:
             tensors, meta = self.run.state()
             save_state(self.path, tensors, meta | {"run": self.meta})
         distributed.barrier(self.ranks)  # no rank runs ahead of the checkpoint
+
+    def stop_if_interrupted(self) -> None:
+        """After a Ctrl-C (``ptlib.interrupt``): save, then raise ``TrainingInterrupted``."""
+        if self.interrupt.requested:
+            self.save()
+            raise TrainingInterrupted(self.run.step, self.path)
 
     def evaluate_dev(self) -> bool:
         """Record a dev evaluation of the current prompt; True when patience has run out."""
@@ -141,7 +166,12 @@ class _Loop:
             raise TrainingError(f"step {run.step + 1} (lr {lr:g}): {err}") from err
         run.step += 1
         with torch.no_grad():
-            norm = run.encoder().float().norm(dim=1).mean().item()
+            vectors = run.encoder().float()  # (L, d)
+        if not torch.isfinite(vectors).all():
+            raise TrainingError(f"step {run.step} (lr {lr:g}): the prompt is no longer finite: "
+                                "lower the learning rate or enable max_grad_norm; the last "
+                                "checkpoint is kept")
+        norm = vectors.norm(dim=1).mean().item()
         for name, value in (("step", run.step), ("loss", loss), ("lr", lr),
                             ("grad_norm", grad_norm), ("prompt_norm", norm)):
             getattr(run.history, name).append(value)
@@ -154,6 +184,8 @@ class _Loop:
         started = time.perf_counter() - run.elapsed
         if run.step == 0 and not run.history.eval_step:
             self.evaluate_dev()
+            self.save()  # a checkpoint from step 0 on
+        self.stop_if_interrupted()
         run.encoder.train()
         while run.step < config.steps:
             loss = self.step()
@@ -171,8 +203,10 @@ class _Loop:
             if stop:
                 end_early(bar)  # patience ran out: the run is complete, not cut short
                 break
+            self.stop_if_interrupted()
         bar.close()
         self.save()
+        self.stop_if_interrupted()
 
     def result(self) -> TrainResult:
         run = self.run
@@ -181,39 +215,56 @@ class _Loop:
                            self.precision)
 
 
-def _check_facts(train_facts: list[Fact], dev_facts: list[Fact]) -> None:
+def _check_facts(train_facts: list[Fact], dev_facts: list[Fact], config: TrainConfig) -> None:
     if not train_facts or not dev_facts:
         raise ConfigError("train needs at least one train fact and one dev fact")
+    if config.batch_size > len(train_facts):
+        raise ConfigError(f"batch_size {config.batch_size} is larger than the "
+                          f"{len(train_facts)} train facts: use batch_size <= "
+                          f"{len(train_facts)}")
+
+
+def _check_resume(resume) -> None:
+    if not (isinstance(resume, bool) or resume == RESUME_IF_PRESENT):
+        raise ConfigError(f"resume must be True, False or {RESUME_IF_PRESENT!r}, got {resume!r}")
 
 
 def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: list[Fact],
           config: TrainConfig | None = None, checkpoint_dir: str | Path | None = None,
-          resume: bool = False, show_progress: bool = True,
+          resume: bool | str = False, show_progress: bool = True,
           on_eval: Callable[[History], None] | None = None,
           progress_label: str | None = None,
           initial_prompt: torch.Tensor | None = None) -> TrainResult:
     """Train a prompt encoder on ``train_facts``, keeping the prompt that scores best on
-    ``dev_facts``. With ``checkpoint_dir``, state is saved atomically at every evaluation (or
-    every ``checkpoint_every`` steps) and ``resume=True`` continues from the last save; a
-    finished run resumed with more ``steps`` is extended. ``on_eval`` is called with the history
+    ``dev_facts``. With ``checkpoint_dir``, state is saved atomically after the first
+    evaluation (step 0), then at every evaluation (or every ``checkpoint_every`` steps), and on
+    Ctrl-C at the next step boundary (``ptlib.interrupt``). ``resume=True`` continues from the
+    last save, which must be there and be of the same model, facts, template and config (only
+    more ``steps`` may be asked for: a finished run is extended); ``resume="if_present"``
+    starts afresh when the folder has no checkpoint. ``on_eval`` is called with the history
     after each dev evaluation (live plots). ``progress_label`` names the progress bar (default
     ``train <encoder> (<init>), seed <seed>``). ``initial_prompt`` (L, d) starts free vectors
     from given values, e.g. a prompt imported from a PEFT adapter.
     """
     config = config or TrainConfig()
     template = parse_template(getattr(template, "text", template), require_slots=True)
-    _check_facts(train_facts, dev_facts)
+    _check_facts(train_facts, dev_facts, config)
+    _check_resume(resume)
     precision = resolve_precision(config.precision, lm.device)
     if config.compile:
         compile_layers(frozen_model(lm, precision))
     loop = _Loop(lm, template, (train_facts, dev_facts), config, precision, checkpoint_dir,
                  initial_prompt, on_eval)
     if resume:
-        loop.resume()
+        loop.resume(resume)
     bar = progress(total=config.steps, initial=loop.run.step,
                    desc=progress_label or default_label(config),
                    disable=not (show_progress and loop.ranks.is_main))
-    loop.run_to_end(bar)
+    with deferred_interrupt(enabled=not loop.ranks.distributed) as loop.interrupt:
+        try:
+            loop.run_to_end(bar)
+        finally:
+            bar.close()
     return loop.result()
 
 

@@ -38,3 +38,17 @@ def test_a_folder_appears_whole_or_not_at_all(tmp_path):
         (staging / "config.json").write_text("{}")
         raise RuntimeError("interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_writer_that_replaces_the_staging_file_still_gets_the_umask(tmp_path):
+    """safetensors' save_file writes its own file over the staging path, with mode 0600."""
+    previous = os.umask(0o027)
+    try:
+        with atomic_file(tmp_path / "out.bin") as staging:
+            own = tmp_path / "writers-own.tmp"
+            own.write_bytes(b"data")
+            own.chmod(0o600)
+            os.replace(own, staging)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o640

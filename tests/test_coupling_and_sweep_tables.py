@@ -65,7 +65,8 @@ def test_update_coupling_pattern_and_no_side_effects(tiny):
 
 @pytest.fixture
 def seed_runs(tiny, facts):
-    config = TrainConfig(encoder="free", init="normal", steps=4, eval_every=2, lr=0.05)
+    config = TrainConfig(encoder="free", init="normal", steps=4, eval_every=2, lr=0.05,
+                         batch_size=4)  # at most the 8 train facts
     return sweep.run_seeds(tiny, TEMPLATE, facts[:8], facts[8:], facts[8:], config, [0, 1],
                            show_progress=False)
 

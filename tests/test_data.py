@@ -381,6 +381,24 @@ def test_missing_or_broken_index_raises(tmp_path):
 SUBJECTS = [f"subject number {i}" for i in range(1000)]
 
 
+NFC, NFD = "Bogot\u00e1", "Bogota\u0301"  # the same name: precomposed, and a + combining acute
+
+
+def test_the_same_subject_in_nfc_and_nfd_is_a_duplicate(tmp_path):
+    assert NFC != NFD
+    path = write(tmp_path, "cities.tsv", f"{NFC}\tColombia\n{NFD}\tColombia\n")
+    with pytest.raises(DataError, match=r"cities.tsv:2: duplicate subject 'Bogotá' .*line 1"):
+        read_facts(path)
+
+
+def test_text_read_from_a_file_is_nfc_and_splits_by_its_nfc_form(tmp_path):
+    path = write(tmp_path, "f.jsonl", json.dumps({"x": NFD, "y": NFD, "alternatives": ["e\u0301"]}))
+    (fact,) = read_facts(path)
+    assert (fact.x, fact.y, fact.alternatives) == (NFC, NFC, ("\u00e9",))
+    differs = [i for i in range(200) if split_of(f"{NFD}{i}") != split_of(f"{NFC}{i}")]
+    assert differs == []  # hashing the raw bytes would put most of them in another split
+
+
 def test_split_proportions_on_synthetic_subjects():
     counts = {s: 0 for s in SPLITS}
     for subject in SUBJECTS:

@@ -1,6 +1,8 @@
 """The objective: log P(y | x, P) of multi-token targets, exact-match P@1 and first-token rank,
 checked against computations done by hand from the full model's logits."""
 
+import math
+
 import pytest
 import torch
 from conftest import padded_target_logits
@@ -328,3 +330,11 @@ def test_target_of_one_token_per_byte(tiny):
 def test_a_template_with_slots_needs_a_prompt(tiny, four_facts):
     with pytest.raises(TemplateError, match="no prompt was given"):
         evaluate(tiny, parse_template("{x} [P][P]"), four_facts)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_prompt_is_never_scored(tiny, four_facts, bad):
+    prompt = random_prompt(tiny, 2)
+    prompt[0, 3] = bad
+    with pytest.raises(ptlib.ConfigError, match="non-finite values"):
+        evaluate(tiny, parse_template("{x} [P][P]"), four_facts, prompt=prompt)

@@ -180,14 +180,15 @@ def test_round_trip_gives_identical_vectors(tmp_path, tiny, base_dir):
     assert info.base_model == str(base_dir)
 
 
-def test_base_model_defaults_to_the_lm_and_the_embedded_cache(tmp_path, tiny, monkeypatch):
+def test_base_model_defaults_to_the_lm_name_never_a_cache_path(tmp_path, tiny):
     pa.export_peft_adapter(tmp_path / "a", random_prompt(tiny), TEMPLATE, tiny)
     assert pa.import_peft_adapter(tmp_path / "a")[1].base_model == tiny.name
-    monkeypatch.setattr(pa, "embedded_model_dir", lambda: tmp_path / "cache" / "smollm2-135m")
     embedded = dataclasses.replace(tiny, name=ptlib.model.DEFAULT_MODEL)  # same model object
     pa.export_peft_adapter(tmp_path / "b", random_prompt(tiny), TEMPLATE, embedded)
-    base = pa.import_peft_adapter(tmp_path / "b")[1].base_model
-    assert base == str(tmp_path / "cache" / "smollm2-135m")
+    assert pa.import_peft_adapter(tmp_path / "b")[1].base_model == "smollm2-135m"
+    pa.export_peft_adapter(tmp_path / "c", random_prompt(tiny), TEMPLATE, embedded,
+                           base_model_path=tmp_path / "models" / "smol")
+    assert pa.import_peft_adapter(tmp_path / "c")[1].base_model == str(tmp_path / "models/smol")
 
 
 # --- (d) clear errors -------------------------------------------------------------------------

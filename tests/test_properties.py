@@ -3,6 +3,7 @@
 import json
 import re
 import tempfile
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,7 @@ def expected_outcome(pairs):
     """What read_facts should return for these (x, y) pairs, or None for a DataError."""
     facts, seen = [], set()
     for x, y in pairs:
-        x, y = x.strip(), y.strip()
+        x, y = (unicodedata.normalize("NFC", text.strip()) for text in (x, y))  # as read
         if not x or not y or x in seen:
             return None
         seen.add(x)
@@ -143,16 +144,20 @@ def test_deeply_nested_json_raises_data_error(folder):
 # --- templates -----------------------------------------------------------------------------
 
 template_text = st.lists(
-    st.sampled_from(["{x}", "[P]", " ", "is", "{", "}", "{y}", "[", "P", "]", "\t", "\n", "x"])
+    st.sampled_from(["{x}", "[P]", " ", "is", "{", "}", "{y}", "[", "P", "]", "\t", "\n", "x",
+                     "p", "[p]"])
     | st.text(max_size=4), max_size=8,
 ).map("".join)
 
 
 def follows_the_rules(text: str) -> bool:
-    """The documented rules, written independently of parse_template."""
+    """The documented rules, written independently of parse_template: a misspelt slot ([p],
+    [ P ]) in the text between the markers is refused."""
+    between = re.split(r"\[P\]|\{x\}", text)
     return (bool(text.strip()) and text.count("{x}") == 1
             and "{" not in text.replace("{x}", "") and "}" not in text.replace("{x}", "")
-            and not text[-1:].isspace())
+            and not text[-1:].isspace()
+            and not any(re.search(r"\[\s*[pP]\s*\]", piece) for piece in between))
 
 
 @given(text=st.one_of(st.text(max_size=40), template_text))
@@ -162,6 +167,8 @@ def follows_the_rules(text: str) -> bool:
 @example(text="{x} [P]")  # found by hypothesis: whitespace before a slot is not rendered
 @example(text=" \t[P]{x}")
 @example(text="{x}\x1f")  # found by make fuzz: U+001F is whitespace to str.isspace
+@example(text="[P ]{x}")
+@example(text="[[P]p] {x}")
 def test_parse_template_parses_or_raises_template_error(text):
     try:
         template = parse_template(text)

@@ -1,5 +1,7 @@
 """The template language (``{x}`` once, ``[P]`` slots) and the batch builder every method uses."""
 
+import re
+
 import pytest
 import torch
 
@@ -184,3 +186,11 @@ def test_batch_to_keeps_values(tiny):
     moved = batch.to(torch.device("cpu"))
     for field in batch.__dataclass_fields__:
         assert torch.equal(getattr(moved, field), getattr(batch, field))
+
+
+@pytest.mark.parametrize(("text", "near"), [("[P ] {x}", "[P ]"), ("{x} [p]", "[p]"),
+                                            ("[ P]{x} [P]", "[ P]"), ("{x} is [ p ]", "[ p ]")])
+def test_a_misspelt_slot_is_a_template_error_not_literal_text(text, near):
+    with pytest.raises(TemplateError, match=f"has '{re.escape(near)}', which is not a prompt "
+                                            r"slot: write \[P\]"):
+        parse_template(text)

@@ -1,18 +1,23 @@
 """The training loop: config validation, schedules, frozen-LM invariance, determinism, resume,
 non-finite losses and best-on-dev selection, on the tiny model."""
 
+import dataclasses
 import math
+import signal
 
 import pytest
 import torch
 
 import ptlib
-from ptlib import ConfigError, TemplateError, TrainConfig, TrainingError, train
+from ptlib import ConfigError, ModelError, TemplateError, TrainConfig, TrainingError, train
 from ptlib import precision as precision_module
 from ptlib import training as train_module
 from ptlib.checkpoint import load_state, save_state
+from ptlib.identity import facts_hash, model_identity
+from ptlib.interrupt import TrainingInterrupted
 from ptlib.model import compile_layers
 from ptlib.objective import Evaluation
+from ptlib.options import MAX_SEED
 from ptlib.precision import resolve_precision
 from ptlib.run_state import check_resumable
 from ptlib.train_config import learning_rate
@@ -251,7 +256,10 @@ def test_a_run_with_a_checkpoint_dir_saves_its_state(tiny, facts, tmp_path):
     result = run(tiny, facts, config(steps=2, eval_every=1), checkpoint_dir=tmp_path)
     tensors, meta = load_state(tmp_path / CHECKPOINT_FILE)
     assert meta["step"] == 2
-    assert meta["run"] == {"config": result.config.as_dict(), "template": TEMPLATE}
+    assert meta["run"] == {"config": result.config.as_dict(), "template": TEMPLATE,
+                           "model": model_identity(tiny),
+                           "facts": {"train": facts_hash(facts[:8]),
+                                     "dev": facts_hash(facts[8:])}}
     assert torch.equal(tensors["best_prompt"], result.prompt)
     assert meta["trajectory"] == 3
 
@@ -290,11 +298,95 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tiny, facts, tmp_
     assert meta["step"] == 10
 
 
-def test_resume_without_a_checkpoint_starts_fresh(tiny, facts, tmp_path):
+def test_resume_into_a_folder_without_a_checkpoint_says_so(tiny, facts, tmp_path):
+    with pytest.raises(ConfigError, match=r"no checkpoint to resume in .*mistyped.*if_present"):
+        run(tiny, facts, config(steps=3), checkpoint_dir=tmp_path / "mistyped", resume=True)
+    with pytest.raises(ConfigError, match="resume needs the checkpoint folder"):
+        run(tiny, facts, config(steps=3), resume=True)
+    with pytest.raises(ConfigError, match="resume must be True, False or 'if_present'"):
+        run(tiny, facts, config(steps=3), checkpoint_dir=tmp_path, resume="yes")
+
+
+def test_resume_if_present_starts_fresh_without_a_checkpoint(tiny, facts, tmp_path):
     cfg = config(steps=3)
-    fresh = run(tiny, facts, cfg, checkpoint_dir=tmp_path / "new", resume=True)
+    fresh = run(tiny, facts, cfg, checkpoint_dir=tmp_path / "new", resume="if_present")
     assert torch.equal(fresh.encoder.export(), run(tiny, facts, cfg).encoder.export())
     assert (tmp_path / "new" / CHECKPOINT_FILE).is_file()
+    again = run(tiny, facts, config(steps=4), checkpoint_dir=tmp_path / "new",
+                resume="if_present")
+    assert again.history.step == [1, 2, 3, 4] and again.history.loss[:3] == fresh.history.loss
+
+
+def test_a_checkpoint_exists_from_step_0(tiny, facts, tmp_path):
+    def crash_at_first_evaluation_after_0(history):
+        if history.eval_step[-1] == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(tiny, facts, config(steps=6), checkpoint_dir=tmp_path,
+            on_eval=crash_at_first_evaluation_after_0)
+    _, meta = load_state(tmp_path / CHECKPOINT_FILE)
+    assert meta["step"] == 0 and meta["history"]["eval_step"] == [0]
+
+
+def test_resume_on_other_facts_is_refused(tiny, facts, tmp_path):
+    run(tiny, facts, config(steps=2), checkpoint_dir=tmp_path)
+    with pytest.raises(ConfigError, match="other train/dev facts"):
+        train(tiny, TEMPLATE, facts[1:9], facts[9:], config(steps=2), checkpoint_dir=tmp_path,
+              resume=True, show_progress=False)
+
+
+def test_resume_on_another_model_is_a_model_error_naming_the_shapes(tiny, facts, tmp_path):
+    run(tiny, facts, config(steps=2), checkpoint_dir=tmp_path)
+    wider = ptlib.tiny_lm(width=64)
+    with pytest.raises(ModelError, match=r"another model .*embedding shape \(V, d\) "
+                                         r"\(258, 32\), not \(258, 64\)"):
+        run(wider, facts, config(steps=2), checkpoint_dir=tmp_path, resume=True)
+    renamed = dataclasses.replace(tiny, name="other")
+    with pytest.raises(ModelError, match="model 'tiny-llama-32x2', not 'other'"):
+        run(renamed, facts, config(steps=2), checkpoint_dir=tmp_path, resume=True)
+
+
+def test_an_old_checkpoint_on_another_model_names_the_size_mismatch(tiny, facts, tmp_path):
+    """A checkpoint from before the model was recorded: the encoder's shapes still tell."""
+    run(tiny, facts, config(steps=2), checkpoint_dir=tmp_path)
+    path = tmp_path / CHECKPOINT_FILE
+    tensors, meta = load_state(path)
+    del meta["run"]["model"]
+    save_state(path, tensors, meta)
+    with pytest.raises(ModelError, match=r"does not fit this model .*size mismatch .*\[3, 32\]"):
+        run(ptlib.tiny_lm(width=64), facts, config(steps=2), checkpoint_dir=tmp_path,
+            resume=True)
+
+
+def test_ctrl_c_saves_at_the_step_boundary_and_the_run_resumes(tiny, facts, tmp_path):
+    cfg = config(steps=6, eval_every=1, checkpoint_every=4)
+    whole = run(tiny, facts, cfg)
+
+    def ctrl_c_at_step_2(history):
+        if history.eval_step[-1] == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted, match=r"after step 2; the run is saved in .*resume"):
+        run(tiny, facts, cfg, checkpoint_dir=tmp_path, on_eval=ctrl_c_at_step_2)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    _, meta = load_state(tmp_path / CHECKPOINT_FILE)
+    assert meta["step"] == 2  # saved at the boundary, not at the last scheduled save (0)
+    resumed = run(tiny, facts, cfg, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.history.loss == whole.history.loss
+    assert torch.equal(resumed.encoder.export(), whole.encoder.export())
+    with pytest.raises(TrainingInterrupted, match="nothing was saved"):
+        run(tiny, facts, cfg, on_eval=ctrl_c_at_step_2)
+
+
+def test_a_batch_larger_than_the_train_facts_is_refused_before_training(tiny, facts):
+    with pytest.raises(ConfigError, match="batch_size 100000000 is larger than the 8 train"):
+        run(tiny, facts, config(batch_size=100_000_000))
+
+
+def test_the_largest_seed_trains(tiny, facts):
+    result = run(tiny, facts, config(steps=2, seed=MAX_SEED))
+    assert result.history.step == [1, 2]
 
 
 def test_resume_of_a_finished_run_returns_it(tiny, facts, tmp_path):
@@ -389,6 +481,20 @@ def test_huge_learning_rate_never_returns_a_non_finite_prompt(tiny, facts):
     else:
         assert all(math.isfinite(x) for x in result.history.loss)
         assert torch.isfinite(result.prompt).all()
+
+
+def test_a_prompt_that_turns_non_finite_stops_training_naming_the_step(tiny, facts, tmp_path,
+                                                                       monkeypatch):
+    def finite_loss_but_infinite_prompt(lm, template, micro_batches, encoder, *args, **kwargs):
+        with torch.no_grad():
+            encoder.vectors.fill_(math.inf)
+        return 1.0, 1.0
+
+    monkeypatch.setattr(train_module, "training_step", finite_loss_but_infinite_prompt)
+    with pytest.raises(TrainingError, match="step 1 .*the prompt is no longer finite"):
+        run(tiny, facts, config(steps=3), checkpoint_dir=tmp_path)
+    tensors, meta = load_state(tmp_path / CHECKPOINT_FILE)
+    assert meta["step"] == 0 and torch.isfinite(tensors["encoder.vectors"]).all()
 
 
 def test_bf16_training_keeps_the_encoder_and_the_loss_in_fp32(tiny, facts):
