@@ -24,6 +24,7 @@ from ptlib.errors import (
     TemplateError,
     TrainingError,
 )
+from ptlib.generate import generate
 from ptlib.model import LM, load_lm, tiny_lm
 from ptlib.objective import Evaluation, evaluate
 from ptlib.peft_adapter import export_peft_adapter, import_peft_adapter
@@ -35,8 +36,8 @@ __all__ = [
     "LM", "ConfigError", "DamagedFileError", "DataError", "Evaluation", "Fact", "FileError",
     "ModelError", "PTLibError", "SearchConfig", "SearchResult", "Task", "Template",
     "TemplateError", "TrainConfig", "TrainResult", "TrainingError", "build_batch",
-    "build_encoder", "evaluate", "export_peft_adapter", "import_peft_adapter", "list_tasks",
-    "load_lm", "load_prompt", "load_task", "manual_prompts", "parse_template",
+    "build_encoder", "evaluate", "export_peft_adapter", "generate", "import_peft_adapter",
+    "list_tasks", "load_lm", "load_prompt", "load_task", "manual_prompts", "parse_template",
     "read_prompt_file", "read_facts", "save_prompt", "save_slots", "search", "tiny_lm", "train",
 ]
 

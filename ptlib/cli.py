@@ -1,9 +1,13 @@
-"""Command line: train, search and evaluate prompts without a notebook.
+"""Command line: train, search, evaluate and use prompts without a notebook.
 
     python -m ptlib train  --task capital_of --template "[P][P][P] {x} [P][P][P]" --out runs/a
     python -m ptlib search --task capital_of --template "{x} [P][P][P]" --method autoprompt
     python -m ptlib eval   --task capital_of --prompt runs/a/prompt.safetensors
     python -m ptlib eval   --task capital_of --template "The capital of {x} is"
+    echo France | python -m ptlib generate --prompt runs/a/prompt.safetensors
+
+``generate`` reads one input per line of standard input and prints one continuation per line
+(``--jsonl``: one JSON object per line).
 
 Add ``--model tiny`` to try any command in seconds on a tiny random-init model. ``train`` also
 runs on several processes (``torchrun --nproc-per-node 2 -m ptlib train ...``; see
@@ -125,7 +129,69 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a prompt.safetensors file written by train or search")
     eval_cmd.add_argument("--allow-other-model", action="store_true",
                           help="use a prompt saved for another model (same width d)")
+    _add_generate(commands)
     return parser
+
+
+def _add_generate(commands) -> None:
+    """``generate``: continue a saved prompt (or a manual template) for subjects on stdin."""
+    cmd = commands.add_parser("generate", help="generate text after a saved prompt or a manual "
+                                               "template, for subjects read from stdin")
+    cmd.add_argument("--prompt", default=None,
+                     help="a prompt.safetensors file written by train or search")
+    cmd.add_argument("--template", default=None, help="manual template (no slots)")
+    cmd.add_argument("--model", default=DEFAULT_MODEL,
+                     help=f"{DEFAULT_MODEL} (the default), {TINY_MODEL}, an HF id or a folder")
+    cmd.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    cmd.add_argument("--allow-other-model", action="store_true",
+                     help="use a prompt saved for another model (same width d)")
+    cmd.add_argument("--max-new-tokens", type=int, default=8, help="at most this many tokens")
+    cmd.add_argument("--sample", action="store_true", help="sample instead of greedy argmax")
+    cmd.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    cmd.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same text)")
+    cmd.add_argument("--batch-size", type=int, default=32, help="subjects per forward batch")
+    cmd.add_argument("--jsonl", action="store_true",
+                     help='print {"input": ..., "output": ...} JSON lines instead of text')
+
+
+def _generate_args(args: argparse.Namespace, lm) -> dict:
+    """The template and prompt of ``generate`` from --template or --prompt."""
+    if (args.prompt is None) == (args.template is None):
+        raise ConfigError("generate needs exactly one of --template (manual) or --prompt (file)")
+    if args.template is not None:
+        if parse_template(args.template).num_slots:
+            raise TemplateError(f"generate --template takes a manual template without {SLOT} "
+                                "slots: generate with a trained or searched prompt via --prompt")
+        return {"template": args.template}
+    values, meta = read_prompt_file(args.prompt, lm, allow_other_model=args.allow_other_model)
+    kind = "slot_ids" if meta["kind"] == "slots" else "prompt"
+    return {"template": meta["template"], kind: values.to(lm.device)}
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """Read subjects from stdin (one a line, blank lines skipped), print one continuation per
+    line (or a JSON line with --jsonl); 2 on a ptlib error."""
+    from ptlib.generate import generate
+
+    try:
+        if args.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+        lm = load_lm(args.model, device=args.device)
+        given = _generate_args(args, lm)
+        inputs = [line for line in sys.stdin.read().splitlines() if line.strip()]
+        if not inputs:
+            raise DataError("generate read no subjects from standard input (one per line)")
+        for start in range(0, len(inputs), args.batch_size):
+            chunk = inputs[start : start + args.batch_size]
+            outputs = generate(lm, inputs=chunk, max_new_tokens=args.max_new_tokens,
+                               greedy=not args.sample, temperature=args.temperature,
+                               seed=args.seed, **given)
+            for x, y in zip(chunk, outputs, strict=True):
+                print(json.dumps({"input": x, "output": y}) if args.jsonl else y)
+    except PTLibError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _finite(value):
@@ -242,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C (one line saying how to resume). Under torchrun, every process trains and rank 0
     alone writes and prints the results."""
     args = build_parser().parse_args(argv)
+    if args.command == "generate":
+        return _generate(args)
     ranks = distributed.init_from_env()
     try:
         metrics = run(args, ranks)

@@ -128,6 +128,22 @@ def encode_target(tokenizer, obj: str) -> list[int]:
     return tokenizer(" " + obj, add_special_tokens=False).input_ids
 
 
+def encode_prompt_part(tokenizer, pad_id: int, template: Template, subject: str
+                       ) -> tuple[list[int], list[int]]:
+    """Ids of the template filled with ``subject`` (``pad_id`` at each slot) and their slot
+    indices (k at the k-th slot, -1 elsewhere), encoded chunk by chunk between the slots."""
+    ids, slots = [], []
+    for chunk in template.chunks(subject):
+        if chunk is None:
+            slots.append(max(slots, default=-1) + 1)
+            ids.append(pad_id)
+        else:
+            piece = tokenizer(chunk, add_special_tokens=False).input_ids
+            ids.extend(piece)
+            slots.extend([-1] * len(piece))
+    return ids, slots
+
+
 @functools.lru_cache(maxsize=2**16)
 def _encode_example(tokenizer, pad_id: int, template: Template, subject: str, obj: str
                     ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -138,15 +154,7 @@ def _encode_example(tokenizer, pad_id: int, template: Template, subject: str, ob
     and on a GPU the tokenising is CPU time the GPU waits for (``bench/batch_build.py`` measures
     it). A tokenizer changed in place after use (tokens added to it) is not noticed: load it
     anew."""
-    ids, slots = [], []
-    for chunk in template.chunks(subject):
-        if chunk is None:
-            slots.append(max(slots, default=-1) + 1)
-            ids.append(pad_id)
-        else:
-            piece = tokenizer(chunk, add_special_tokens=False).input_ids
-            ids.extend(piece)
-            slots.extend([-1] * len(piece))
+    ids, slots = encode_prompt_part(tokenizer, pad_id, template, subject)
     target = encode_target(tokenizer, obj)
     if not target:
         raise TemplateError(f"object {obj!r} of subject {subject!r} tokenises to nothing")

@@ -1,5 +1,6 @@
-"""Every course figure (ptlib.plots) has a title, labelled axes and a legend that covers no data;
-the figures the issue named keep what they were missing (LiveCurve's title, PCA zoom, labels)."""
+"""Every course figure (ptlib.course.plots, study_plots) has a title, labelled axes and a legend
+that covers no data; the figures the issue named keep what they were missing (LiveCurve's
+title, PCA zoom, labels)."""
 
 import math
 

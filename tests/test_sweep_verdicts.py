@@ -1,5 +1,5 @@
 """Seed runs keep their per-fact test outcomes, and every verdict between settings goes through
-ptlib.stats (ptlib.sweep.compare), on the tiny model."""
+ptlib.stats (ptlib.course.runs.compare), on the tiny model."""
 
 import dataclasses
 
