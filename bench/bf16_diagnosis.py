@@ -43,8 +43,7 @@ units already there):
     compare    paired differences vs fp32 (ptlib.stats) from the recorded training units
     speed      interleaved timing of one training step (batch 16 of capital_of, LSTM)
 
-    cd /work/wt-bf16 && PYTHONPATH=$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \\
-        /work/main/.venv/bin/python bench/bf16_diagnosis.py diagnose
+    .venv/bin/python bench/bf16_diagnosis.py diagnose --emulate   # from the repository root
 """
 
 import argparse
@@ -82,7 +81,7 @@ VARIANTS = ("fp32", "bf16_cast", "autocast", "bf16_matmul_fp32_stream", "bf16_ma
             "fp32_input_round")
 
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the worktree's tasks, not /work/main's
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # this checkout's tasks
 
 
 def load_task(name: str):
