@@ -1,7 +1,9 @@
 """ptlib: the library behind the P-Tuning course.
 
-From discrete prompt search (manual prompts, random search, AutoPrompt) to continuous prompts
-(free vectors, P-Tuning's LSTM and an MLP reparameterisation) on a frozen causal LM. Importing
+From discrete prompt search (manual prompts, random search, AutoPrompt, GCG) to continuous
+prompts (free vectors, P-Tuning's LSTM and an MLP reparameterisation) and deep prompts (every
+layer's keys and values: P-Tuning v2, prefix tuning) on a frozen causal LM, with the reference
+rows a practitioner compares them against (few-shot prompting, LoRA through PEFT). Importing
 ptlib has no side effects: no seeding, no downloads, no model loading. The engine imports
 nothing of the course: what only notebooks and reports need (the notebook runner, the study,
 plots, widgets, exercises) lives in ``ptlib.course``, which imports the engine, never the
@@ -24,7 +26,9 @@ from ptlib.errors import (
     TemplateError,
     TrainingError,
 )
+from ptlib.few_shot import FewShotResult, few_shot
 from ptlib.generate import generate
+from ptlib.lora import LoRAConfig, LoRAResult, train_lora
 from ptlib.model import LM, load_lm, tiny_lm
 from ptlib.objective import Evaluation, evaluate
 from ptlib.peft_adapter import export_peft_adapter, import_peft_adapter
@@ -33,12 +37,13 @@ from ptlib.train_config import TrainConfig
 from ptlib.training import TrainResult, train
 
 __all__ = [
-    "LM", "ConfigError", "DamagedFileError", "DataError", "Evaluation", "Fact", "FileError",
-    "ModelError", "PTLibError", "SearchConfig", "SearchResult", "Task", "Template",
-    "TemplateError", "TrainConfig", "TrainResult", "TrainingError", "build_batch",
-    "build_encoder", "evaluate", "export_peft_adapter", "generate", "import_peft_adapter",
-    "list_tasks", "load_lm", "load_prompt", "load_task", "manual_prompts", "parse_template",
-    "read_prompt_file", "read_facts", "save_prompt", "save_slots", "search", "tiny_lm", "train",
+    "ConfigError", "DamagedFileError", "DataError", "Evaluation", "Fact", "FewShotResult",
+    "FileError", "LM", "LoRAConfig", "LoRAResult", "ModelError", "PTLibError", "SearchConfig",
+    "SearchResult", "Task", "Template", "TemplateError", "TrainConfig", "TrainResult",
+    "TrainingError", "build_batch", "build_encoder", "evaluate", "export_peft_adapter",
+    "few_shot", "generate", "import_peft_adapter", "list_tasks", "load_lm", "load_prompt",
+    "load_task", "manual_prompts", "parse_template", "read_facts", "read_prompt_file",
+    "save_prompt", "save_slots", "search", "tiny_lm", "train", "train_lora",
 ]
 
 # Engine submodules imported on first attribute access (``ptlib.stats.paired_difference``),

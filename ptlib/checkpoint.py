@@ -5,7 +5,8 @@ interrupted write never leaves a half checkpoint behind. Every file carries a co
 (sha256 over its tensors' names, dtypes, shapes and bytes and its metadata JSON), checked on
 load: a damaged or edited file is a ``DamagedFileError`` naming it; a file from before the hash
 loads with a warning. Prompt files for inference use the same format: continuous prompts
-(kind ``prompt``: the (L, d) vectors) and discrete ones (kind ``slots``: the (L,) token ids),
+(kind ``prompt``: the (L, d) vectors), deep prompts (kind ``deep_prompt``: every layer's keys
+and values, (L, D)) and discrete ones (kind ``slots``: the (L,) token ids),
 with the template they fill and what they were made for (``ptlib.identity``), so that loading
 one into another model or template is refused unless asked for.
 """
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from ptlib.atomic import atomic_file
 from ptlib.data import Task
+from ptlib.deep_prompt import deep_shape, prefix_length
 from ptlib.errors import ConfigError, DamagedFileError, FileError, ModelError, TemplateError
 from ptlib.identity import facts_hash, model_differences, model_identity
 from ptlib.model import LM
@@ -30,7 +32,8 @@ from ptlib.template import Template, parse_template
 META_KEY = "ptlib"
 HASH_KEY = "ptlib_sha256"
 HEADER_KEYS = {META_KEY, HASH_KEY, "format"}  # "format": written by other safetensors writers
-PROMPT_TENSORS = {"prompt": "prompt", "slots": "slot_ids"}  # a prompt file's kind -> its tensor
+# a prompt file's kind -> its tensor, named as the keyword evaluate and generate take it by
+PROMPT_TENSORS = {"prompt": "prompt", "slots": "slot_ids", "deep_prompt": "deep_prompt"}
 
 
 def content_hash(tensors: dict[str, torch.Tensor], meta_text: str) -> str:
@@ -92,8 +95,15 @@ def _check_hash(path: Path, tensors: dict[str, torch.Tensor], text: str,
                                "(the file was damaged or edited): use another copy or rerun")
 
 
-def _check_vectors(prompt: torch.Tensor, template: Template, model: LM | str) -> None:
-    """A prompt to save must be finite (L, d), L the template's slots, d the model's width."""
+def prompt_width(lm: LM, kind: str) -> int:
+    """The width a ``kind`` prompt has on ``lm``: d, or D for a deep prompt."""
+    return deep_shape(lm.model).width if kind == "deep_prompt" else lm.width
+
+
+def _check_vectors(prompt: torch.Tensor, template: Template, model: LM | str,
+                   kind: str) -> None:
+    """A prompt to save must be finite (L, d) (a deep prompt: (L, D)), L the template's slots,
+    d (D) the model's width."""
     if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.shape[1] == 0:
         shape = tuple(prompt.shape) if isinstance(prompt, torch.Tensor) else type(prompt)
         raise TemplateError(f"a prompt is (L, d) vectors, got {shape}: for template "
@@ -101,9 +111,9 @@ def _check_vectors(prompt: torch.Tensor, template: Template, model: LM | str) ->
     if prompt.shape[0] != template.num_slots:
         raise TemplateError(f"the prompt has {prompt.shape[0]} vectors but template "
                             f"{template.text!r} has {template.num_slots} slots")
-    if isinstance(model, LM) and prompt.shape[1] != model.width:
+    if isinstance(model, LM) and prompt.shape[1] != prompt_width(model, kind):
         raise ModelError(f"prompt width {prompt.shape[1]} does not match the width "
-                         f"{model.width} of {model.name!r}")
+                         f"{prompt_width(model, kind)} of a {kind} on {model.name!r}")
     if not torch.isfinite(prompt).all():
         raise ConfigError("the prompt holds non-finite values (NaN or inf): it was not saved; "
                           "save a prompt from a run that stayed finite")
@@ -129,16 +139,21 @@ def _made_for(model: LM | str, task: Task | None, config) -> dict:
 
 
 def save_prompt(path: str | Path, prompt: torch.Tensor, template: str | Template,
-                model: LM | str, *, task: Task | None = None, config=None) -> Path:
-    """Save prompt vectors (L, d) with the template they fill and what they were made for:
-    ``model`` is the ``LM`` (its name, tokenizer fingerprint and embedding shape are recorded)
-    or just its name; ``task`` (its name and facts hash) and ``config`` (a ``TrainConfig``) are
-    optional. A prompt that is not (L, d) for the template, or not finite, is refused."""
+                model: LM | str, *, task: Task | None = None, config=None,
+                deep: bool = False) -> Path:
+    """Save prompt vectors (L, d), or with ``deep`` a deep prompt (L, D), with the template
+    they fill and what they were made for: ``model`` is the ``LM`` (its name, tokenizer
+    fingerprint and embedding shape are recorded) or just its name; ``task`` (its name and
+    facts hash) and ``config`` (a ``TrainConfig``) are optional. A prompt that does not fit
+    the template (or, given an ``LM``, the model), or is not finite, is refused."""
     parsed = parse_template(getattr(template, "text", template), require_slots=True)
-    _check_vectors(prompt, parsed, model)
-    meta = {"kind": "prompt", "template": parsed.text, "num_slots": prompt.shape[0],
+    kind = "deep_prompt" if deep else "prompt"
+    if deep:
+        prefix_length(parsed)
+    _check_vectors(prompt, parsed, model, kind)
+    meta = {"kind": kind, "template": parsed.text, "num_slots": prompt.shape[0],
             "width": prompt.shape[1]} | _made_for(model, task, config)
-    return save_state(path, {"prompt": prompt.detach().float()}, meta)
+    return save_state(path, {PROMPT_TENSORS[kind]: prompt.detach().float()}, meta)
 
 
 def save_slots(path: str | Path, slot_ids: torch.Tensor, template: str | Template,
@@ -161,7 +176,7 @@ def _check_saved_values(path: Path, values: torch.Tensor, meta: dict) -> None:
         slots = parse_template(meta.get("template"), require_slots=True).num_slots
     except TemplateError as err:
         raise FileError(f"{path}: its template cannot be used ({err})") from err
-    want_dims = 2 if meta["kind"] == "prompt" else 1
+    want_dims = 1 if meta["kind"] == "slots" else 2
     if values.dim() != want_dims or values.shape[0] != slots:
         raise FileError(f"{path}: holds a tensor of shape {tuple(values.shape)}, which does not "
                         f"fill its template's {slots} slots")
@@ -184,10 +199,11 @@ def _check_model(path: Path, meta: dict, lm: LM, allow_other_model: bool) -> Non
 def read_prompt_file(path: str | Path, lm: LM | None = None, *, width: int | None = None,
                      template: str | None = None, allow_other_model: bool = False
                      ) -> tuple[torch.Tensor, dict]:
-    """Either kind of prompt file, checked: (vectors (L, d) fp32, meta) for kind ``prompt``,
-    (token ids (L,) long, meta) for kind ``slots``. Given ``lm``, the file must have been made
-    for it (name, tokenizer fingerprint, embedding shape) unless ``allow_other_model``, and
-    must fit it; given ``template``, it must be the file's."""
+    """Any kind of prompt file, checked: (vectors (L, d) fp32, meta) for kind ``prompt``,
+    (deep prompt (L, D) fp32, meta) for ``deep_prompt``, (token ids (L,) long, meta) for
+    ``slots``. Given ``lm``, the file must have been made for it (name, tokenizer fingerprint,
+    embedding shape) unless ``allow_other_model``, and must fit it; given ``template``, it
+    must be the file's. ``prompt_argument`` turns the result into ``evaluate``'s keyword."""
     path = Path(path)
     tensors, meta = load_state(path)
     key = PROMPT_TENSORS.get(meta.get("kind"))
@@ -201,7 +217,7 @@ def read_prompt_file(path: str | Path, lm: LM | None = None, *, width: int | Non
                             f"{getattr(template, 'text', template)!r}")
     if lm is not None:
         _check_model(path, meta, lm, allow_other_model)
-        width = lm.width if width is None else width
+        width = prompt_width(lm, meta["kind"]) if width is None else width
     if width is not None and values.dim() == 2 and values.shape[1] != width:
         raise ModelError(f"{path}: prompt width {values.shape[1]} does not match the model's "
                          f"width {width} (it was trained for {meta.get('model')!r})")
@@ -220,6 +236,16 @@ def load_prompt(path: str | Path, width: int | None = None, *, lm: LM | None = N
     values, meta = read_prompt_file(path, lm, width=width, template=template,
                                     allow_other_model=allow_other_model)
     if meta["kind"] != "prompt":
-        raise FileError(f"{path}: holds a discrete prompt (slot token ids): read it with "
-                        "ptlib.checkpoint.read_prompt_file and evaluate it with slot_ids=")
+        what = {"slots": "a discrete prompt (slot token ids)",
+                "deep_prompt": "a deep prompt (every layer's keys and values)"}[meta["kind"]]
+        raise FileError(f"{path}: holds {what}, not (L, d) vectors: read it with "
+                        f"ptlib.read_prompt_file and evaluate it with "
+                        f"{PROMPT_TENSORS[meta['kind']]}=")
     return values, meta
+
+
+def prompt_argument(values: torch.Tensor, meta: dict, device: torch.device | str = "cpu"
+                    ) -> dict:
+    """A prompt file's tensor as the keyword ``evaluate`` and ``generate`` take it by:
+    ``{"prompt": ...}``, ``{"deep_prompt": ...}`` or ``{"slot_ids": ...}``."""
+    return {PROMPT_TENSORS[meta["kind"]]: values.to(device)}

@@ -15,7 +15,7 @@ runs on several processes (``torchrun --nproc-per-node 2 -m ptlib train ...``; s
 prints its metrics as JSON and, with ``--out``, writes ``metrics.json`` (and the prompt) there.
 ``train --resume`` refuses a folder without a checkpoint (``--resume-if-present`` starts one
 there) or with one written for another model, task, template or config; Ctrl-C saves the run
-at the next step and says how to resume it. ``eval --prompt`` reads the prompt file of either
+at the next step and says how to resume it. ``eval --prompt`` reads the prompt file of any
 ``train`` or ``search``, checked against its content hash and refused on another model
 (``--allow-other-model`` to transfer it anyway).
 The flags of ``train`` and ``search`` are built from ``TrainConfig`` and ``SearchConfig``:
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ptlib import distributed
 from ptlib.atomic import atomic_file
-from ptlib.checkpoint import read_prompt_file, save_prompt, save_slots
+from ptlib.checkpoint import prompt_argument, read_prompt_file, save_prompt, save_slots
 from ptlib.data import SPLITS, Task, load_task
 from ptlib.discrete import SearchConfig, search
 from ptlib.errors import ConfigError, DataError, PTLibError, TemplateError
@@ -164,8 +164,7 @@ def _generate_args(args: argparse.Namespace, lm) -> dict:
                                 "slots: generate with a trained or searched prompt via --prompt")
         return {"template": args.template}
     values, meta = read_prompt_file(args.prompt, lm, allow_other_model=args.allow_other_model)
-    kind = "slot_ids" if meta["kind"] == "slots" else "prompt"
-    return {"template": meta["template"], kind: values.to(lm.device)}
+    return {"template": meta["template"]} | prompt_argument(values, meta, lm.device)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -249,7 +248,7 @@ def _train(args: argparse.Namespace, ranks: distributed.Ranks, lm, task: Task) -
                    _config(args, TrainConfig), checkpoint_dir=args.out, resume=resume)
     if args.out and ranks.is_main:
         save_prompt(Path(args.out) / "prompt.safetensors", result.prompt, args.template, lm,
-                    task=task, config=result.config)
+                    task=task, config=result.config, deep=result.deep)
     return {"command": "train", "task": task.name, "template": args.template,
             "config": result.config.as_dict(), "steps_done": len(result.history.step),
             "best_step": result.best_step, "best_dev_exact_match": result.best_dev_exact_match,
@@ -283,8 +282,8 @@ def _eval(args: argparse.Namespace, lm, task: Task) -> dict:
         return {"command": "eval", "task": task.name, "template": args.template,
                 args.split: result.as_dict()}
     values, meta = read_prompt_file(args.prompt, lm, allow_other_model=args.allow_other_model)
-    given = {"slot_ids" if meta["kind"] == "slots" else "prompt": values.to(lm.device)}
-    result = evaluate(lm, parse_template(meta["template"]), facts, **given)
+    result = evaluate(lm, parse_template(meta["template"]), facts,
+                      **prompt_argument(values, meta, lm.device))
     return {"command": "eval", "task": task.name, "template": meta["template"],
             "prompt_kind": meta["kind"], args.split: result.as_dict()}
 

@@ -8,6 +8,13 @@ Each runs once per step; the (L, d) output is broadcast over the batch. ``export
 plain vectors to keep for inference (the encoder is dropped), and they reproduce the encoder's
 logits exactly.
 
+Deep prompts (``ptlib.deep_prompt``) have encoders too, whose ``forward()`` returns (L, D),
+every layer's keys and values for L virtual tokens (``deep = True``):
+
+- ``DeepPrefix`` (``prefix``): the (L, D) values trained directly (P-Tuning v2);
+- ``PrefixMLP`` (``prefix_mlp``): prefix tuning's reparameterisation, embedding(L, kv) ->
+  Linear -> tanh -> Linear(D), as PEFT's PREFIX_TUNING with ``prefix_projection``.
+
 Encoders are registered by name in ``ENCODERS``: a new one is one ``PromptEncoder`` subclass
 with ``@register_encoder("name")`` and a ``build`` classmethod reading the ``EncoderOptions``
 it needs; ``TrainConfig(encoder="name")`` and the CLI then accept it.
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ptlib.deep_prompt import DeepShape
 from ptlib.errors import ConfigError
 
 FREE_INITS = ("normal", "normal_rescaled", "uniform", "vocab", "phrase")
@@ -31,7 +39,8 @@ class EncoderOptions:
 
     init: str = "normal_rescaled"     # free vectors: one of FREE_INITS
     phrase_ids: tuple[int, ...] = ()  # free vectors, init "phrase": tokens that seed the slots
-    hidden_size: int | None = None    # lstm/mlp width; None means the model width d
+    hidden_size: int | None = None    # lstm/mlp/prefix_mlp width; None: d (prefix_mlp: kv)
+    deep_shape: DeepShape | None = None  # deep encoders: the model's layers, kv heads, head dim
 
 
 def register_encoder(name: str):
@@ -54,6 +63,8 @@ class PromptEncoder(nn.Module):
     num_slots: int
     width: int
     position_inputs: str
+    deep: bool = False        # True: forward() is a deep prompt (L, D), not input vectors (L, d)
+    has_hidden_size: bool = False  # True: built with a hidden width (EncoderOptions.hidden_size)
 
     @classmethod
     def build(cls, num_slots: int, embeddings: torch.Tensor, generator: torch.Generator,
@@ -129,6 +140,7 @@ class ReparameterisedEncoder(PromptEncoder):
     a network of width ``hidden_size`` (default: the model width d)."""
 
     position_inputs = "seed_embedding.weight"
+    has_hidden_size = True
 
     @classmethod
     def build(cls, num_slots, embeddings, generator, options):
@@ -181,6 +193,65 @@ class MLPEncoder(ReparameterisedEncoder):
         return self.mlp(self.seed_embedding.weight)  # (L, d)
 
 
+def _deep_shape(options: EncoderOptions) -> DeepShape:
+    if options.deep_shape is None:
+        raise ConfigError("a deep prompt encoder needs the model's DeepShape "
+                          "(build_encoder(..., deep_shape=ptlib.deep_prompt.deep_shape(model)))")
+    return options.deep_shape
+
+
+@register_encoder("prefix")
+class DeepPrefix(PromptEncoder):
+    """P-Tuning v2's deep prompt: every layer's L keys and values, (L, D), trained directly;
+    drawn N(0, 1) as PEFT's PREFIX_TUNING embedding is."""
+
+    position_inputs = "vectors"
+    deep = True
+
+    def __init__(self, initial: torch.Tensor):
+        super().__init__()
+        self.num_slots, self.width = initial.shape
+        self.vectors = nn.Parameter(initial.float().clone())  # (L, D)
+
+    @classmethod
+    def build(cls, num_slots, embeddings, generator, options):
+        shape = _deep_shape(options)
+        return cls(torch.randn((num_slots, shape.width), generator=generator))
+
+    def forward(self) -> torch.Tensor:
+        return self.vectors  # (L, D)
+
+
+@register_encoder("prefix_mlp")
+class PrefixMLP(PromptEncoder):
+    """Prefix tuning's reparameterisation: P = W_2 tanh(W_1 e_i + b_1) + b_2 for L seed
+    embeddings e_i of the kv width (PEFT's token_dim); hidden width ``hidden_size`` (default:
+    the kv width, PEFT's default encoder_hidden_size). Returns (L, D)."""
+
+    position_inputs = "seed_embedding.weight"
+    deep = True
+    has_hidden_size = True
+
+    def __init__(self, num_slots: int, shape: DeepShape, hidden: int,
+                 generator: torch.Generator):
+        super().__init__()
+        if hidden < 1:
+            raise ConfigError(f"hidden_size must be positive, got {hidden}")
+        self.num_slots, self.width = num_slots, shape.width
+        self.seed_embedding = nn.Embedding(num_slots, shape.kv_width)  # (L, kv)
+        self.mlp = nn.Sequential(nn.Linear(shape.kv_width, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, shape.width))
+        _reset_parameters(self, generator)
+
+    @classmethod
+    def build(cls, num_slots, embeddings, generator, options):
+        shape = _deep_shape(options)
+        return cls(num_slots, shape, options.hidden_size or shape.kv_width, generator)
+
+    def forward(self) -> torch.Tensor:
+        return self.mlp(self.seed_embedding.weight)  # (L, D)
+
+
 def _uniform_(params, bound: float, generator: torch.Generator) -> None:
     for param in params:
         param.copy_((torch.rand(param.shape, generator=generator) * 2 - 1) * bound)
@@ -201,14 +272,22 @@ def _reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
 
 def build_encoder(kind: str, num_slots: int, embeddings: torch.Tensor, seed: int,
                   init: str = "normal_rescaled", hidden_size: int | None = None,
-                  phrase_ids: list[int] | None = None) -> PromptEncoder:
-    """Build a registered prompt encoder (``ENCODERS``: free, lstm, mlp, ...) for L slots over
-    E (V, d). Its parameters depend on ``seed`` alone, never on the global RNG."""
+                  phrase_ids: list[int] | None = None, deep_shape: DeepShape | None = None
+                  ) -> PromptEncoder:
+    """Build a registered prompt encoder (``ENCODERS``: free, lstm, mlp, prefix, prefix_mlp,
+    ...) for L slots over E (V, d); deep encoders need the model's ``deep_shape``. Its
+    parameters depend on ``seed`` alone, never on the global RNG."""
     if kind not in ENCODERS:
         raise ConfigError(f"unknown encoder {kind!r}: choose one of {tuple(ENCODERS)}")
     if num_slots < 1:
         raise ConfigError(f"a prompt encoder needs at least one slot, got {num_slots}")
-    options = EncoderOptions(init, tuple(phrase_ids or ()), hidden_size)
+    options = EncoderOptions(init, tuple(phrase_ids or ()), hidden_size, deep_shape)
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # nn constructors draw from the global RNG
         return ENCODERS[kind].build(num_slots, embeddings, generator, options)
+
+
+def prompt_keyword(kind: str) -> str:
+    """The keyword that the objective, ``evaluate`` and ``generate`` take the prompt of a
+    ``kind`` encoder by: ``deep_prompt`` for deep encoders, ``prompt`` for the others."""
+    return "deep_prompt" if ENCODERS[kind].deep else "prompt"

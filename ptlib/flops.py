@@ -1,4 +1,5 @@
-"""Model FLOPs of ptlib's work on a frozen causal LM, counting real tokens only.
+"""Model FLOPs of ptlib's work on a frozen causal LM, counting real tokens only, and the
+parameter counts that sit beside them in a results table.
 
 Used to judge speed against a machine's own limit (achieved FLOP/s over the matmul rate at the
 same shapes, or over a GPU's peak: MFU). Padding is never counted: since ``ptlib.packing`` the
@@ -7,7 +8,11 @@ model computes only real tokens plus the filler that ends a packed row.
 
 import torch
 
-from ptlib.template import Batch
+from ptlib.data import Fact
+from ptlib.model import LM
+from ptlib.objective import make_batch
+from ptlib.template import Batch, Template
+from ptlib.training import batch_facts
 
 WORKLOADS = ("train", "eval", "score")
 
@@ -32,3 +37,42 @@ def useful_flops(model: torch.nn.Module, batch: Batch, workload: str) -> float:
     head = 2 * config.hidden_size * config.vocab_size * batch.target_mask.sum()
     forward = float(body + attention + head)
     return 2 * forward if workload == "train" else forward
+
+
+def trainable_parameters(module: torch.nn.Module) -> int:
+    """How many parameters a run updates: those with ``requires_grad``, a shared (tied) tensor
+    counted once. A prompt encoder: all of its own; a LoRA-adapted model: its adapters only; a
+    frozen LM, few-shot or a manual prompt: 0."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def total_parameters(module: torch.nn.Module) -> int:
+    """Every parameter of ``module``, trainable or not, a shared (tied) tensor counted once."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def train_step_flops(model: torch.nn.Module, batch: Batch, body_trainable: int = 0) -> float:
+    """FLOPs of one training step on ``batch``: ``useful_flops(model, batch, "train")`` (the
+    forward and the activation backward through the whole network, which a prompt needs as
+    much as a LoRA adapter in the first layer does), plus the weight gradients of the
+    ``body_trainable`` parameters that act on every real token (LoRA's adapters: 2 FLOPs per
+    parameter per token, so an adapter weight costs the usual 6 per token in all, its forward
+    being in ``body_parameters``). A prompt encoder runs once per step, not per token: its own
+    FLOPs are not counted (``body_trainable=0``)."""
+    tokens = float(batch.attention_mask.sum())
+    return useful_flops(model, batch, "train") + 2.0 * body_trainable * tokens
+
+
+def run_train_flops(lm: LM, template: Template, train_facts: list[Fact], config, steps: int,
+                    model: torch.nn.Module | None = None, body_trainable: int = 0) -> float:
+    """Training FLOPs of a run that took ``steps`` optimizer steps: ``train_step_flops`` summed
+    over the micro-batches ``ptlib.training.batch_facts`` gives ``config`` (a ``TrainConfig``
+    or a ``LoRAConfig``: its seed, batch size and gradient accumulation), replayed. ``model``
+    is the network the steps ran through (default ``lm.model``). For a P-Tuning row:
+    ``run_train_flops(lm, template, train, result.config, result.history.step[-1])``; dev
+    evaluations are model selection, not counted (as in ``ptlib.discrete``)."""
+    model = lm.model if model is None else model
+    micro_batches = (batch_facts(train_facts, config, step, micro)
+                     for step in range(steps) for micro in range(config.grad_accum))
+    return sum(train_step_flops(model, make_batch(lm, template, facts), body_trainable)
+               for facts in micro_batches)

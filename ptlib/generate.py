@@ -8,12 +8,11 @@ so the padding is invisible and the prompt sits at the positions it was trained 
 forward over the prompt fills the model's KV cache, then each new token is one cached step.
 """
 
-import inspect
-
 import torch
 
+from ptlib.deep_prompt import prefix_cache, prefix_length, without_slots
 from ptlib.errors import ConfigError, DataError, TemplateError
-from ptlib.model import LM
+from ptlib.model import LM, cache_keyword
 from ptlib.objective import input_embeddings
 from ptlib.precision import DEFAULT_PRECISION, frozen_model
 from ptlib.template import Batch, Template, encode_prompt_part, parse_template
@@ -45,7 +44,7 @@ def _encode_prompt(tokenizer, pad_id: int, template: Template, subject: str
     return ids, slots
 
 
-def _check_request(template: Template, inputs: list[str], prompt, slot_ids,
+def _check_request(template: Template, inputs: list[str], prompt, slot_ids, deep_prompt,
                    max_new_tokens: int, greedy: bool, temperature: float) -> None:
     """Refuse what cannot be generated, each with a one-line message."""
     if not isinstance(inputs, list | tuple) or not inputs:
@@ -56,16 +55,20 @@ def _check_request(template: Template, inputs: list[str], prompt, slot_ids,
         raise ConfigError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     if not greedy and not temperature > 0:
         raise ConfigError(f"temperature must be > 0 for sampling, got {temperature!r}")
-    if prompt is not None and slot_ids is not None:
-        raise ConfigError("give a continuous prompt= or discrete slot_ids=, not both")
-    given = prompt if prompt is not None else slot_ids
-    want = 2 if prompt is not None else 1
-    if given is not None and (given.dim() != want or given.shape[0] != template.num_slots):
-        raise TemplateError(f"the prompt has shape {tuple(given.shape)} but template "
-                            f"{template.text!r} has {template.num_slots} slots")
-    if prompt is None and slot_ids is None and template.num_slots:
+    prompts = [p for p in (prompt, slot_ids, deep_prompt) if p is not None]
+    if len(prompts) > 1:
+        raise ConfigError("give one prompt: prompt= (vectors), slot_ids= (tokens) or "
+                          "deep_prompt=, not several")
+    if not prompts and template.num_slots:
         raise TemplateError("the template has prompt slots [P] but no prompt was given: pass "
-                            "prompt= (vectors) or slot_ids= (tokens), or use a manual template")
+                            "prompt= (vectors), slot_ids= (tokens) or deep_prompt=, or use a "
+                            "manual template")
+    if deep_prompt is not None:
+        prefix_length(template)
+    want = 1 if slot_ids is not None else 2
+    if prompts and (prompts[0].dim() != want or prompts[0].shape[0] != template.num_slots):
+        raise TemplateError(f"the prompt has shape {tuple(prompts[0].shape)} but template "
+                            f"{template.text!r} has {template.num_slots} slots")
 
 
 def _next_tokens(logits: torch.Tensor, greedy: bool, temperature: float,
@@ -88,11 +91,35 @@ def _stops(lm: LM, tokens: torch.Tensor, stop_at_newline: bool) -> torch.Tensor:
 
 
 def _cache_from(model: torch.nn.Module, out) -> dict:
-    """The KV cache of ``out`` as the keyword the model's forward takes it by: ``cache`` in
-    newer transformers, ``past_key_values`` before."""
-    if "cache" in inspect.signature(model.forward).parameters:
-        return {"cache": out.cache}
-    return {"past_key_values": out.past_key_values}
+    """The KV cache of ``out`` as the keyword the model's forward takes it by."""
+    keyword = cache_keyword(model)
+    return {keyword: getattr(out, keyword)}
+
+
+def _first_forward(lm: LM, model: torch.nn.Module, batch: Batch, prompt, slot_ids,
+                   deep_prompt) -> tuple:
+    """The forward over the (B, T) prompt batch that fills the KV cache: (output, attention
+    mask, position ids), the mask and positions to extend at each new token. A deep prompt
+    (L, D) is the cache's first L entries at every layer, its slots leave the batch, and the
+    real tokens sit at positions L, L + 1, ... (``ptlib.deep_prompt``)."""
+    to_device = {k: None if v is None else v.to(lm.device)
+                 for k, v in (("prompt", prompt), ("slot_ids", slot_ids))}
+    extra = {}
+    if deep_prompt is not None:
+        batch = without_slots(batch)
+        length = deep_prompt.shape[0]
+        extra = {cache_keyword(model): prefix_cache(model, deep_prompt.to(lm.device),
+                                                     batch.size)}
+        mask = torch.cat([batch.attention_mask.new_ones(batch.size, length),
+                          batch.attention_mask], dim=1)  # (B, L + T)
+        positions = batch.position_ids + length
+    else:
+        mask, positions = batch.attention_mask, batch.position_ids  # (B, T)
+    embeds = input_embeddings(lm, batch, **to_device)  # (B, T, d)
+    dtype = model.get_input_embeddings().weight.dtype
+    out = model(inputs_embeds=embeds.to(dtype), attention_mask=mask, position_ids=positions,
+                use_cache=True, **extra)
+    return out, mask, positions
 
 
 @torch.no_grad()
@@ -100,20 +127,17 @@ def generate_ids(lm: LM, template: str | Template, inputs: list[str],
                  prompt: torch.Tensor | None = None, slot_ids: torch.Tensor | None = None,
                  max_new_tokens: int = 8, greedy: bool = True, temperature: float = 1.0,
                  seed: int = 0, precision: str = DEFAULT_PRECISION,
-                 stop_at_newline: bool = True) -> list[list[int]]:
+                 stop_at_newline: bool = True, deep_prompt: torch.Tensor | None = None
+                 ) -> list[list[int]]:
     """The new token ids of each input, up to and including the token that stopped it (EOS
     or a newline), at most ``max_new_tokens``: one list per input. See ``generate``."""
     template = parse_template(getattr(template, "text", template))
-    _check_request(template, inputs, prompt, slot_ids, max_new_tokens, greedy, temperature)
+    _check_request(template, inputs, prompt, slot_ids, deep_prompt, max_new_tokens, greedy,
+                   temperature)
     model = frozen_model(lm, precision)
     batch = encode_prompts(lm.tokenizer, template, list(inputs)).to(lm.device)
-    embeds = input_embeddings(lm, batch, prompt=None if prompt is None else prompt.to(lm.device),
-                              slot_ids=None if slot_ids is None else slot_ids.to(lm.device))
-    dtype = model.get_input_embeddings().weight.dtype
     generator = None if greedy else torch.Generator(device=lm.device).manual_seed(seed)
-    mask, positions = batch.attention_mask, batch.position_ids  # (B, T)
-    out = model(inputs_embeds=embeds.to(dtype), attention_mask=mask, position_ids=positions,
-                use_cache=True)
+    out, mask, positions = _first_forward(lm, model, batch, prompt, slot_ids, deep_prompt)
     done = torch.zeros(batch.size, dtype=torch.bool, device=lm.device)
     new = []
     for step in range(max_new_tokens):
@@ -134,12 +158,14 @@ def generate(lm: LM, template: str | Template, inputs: list[str],
              prompt: torch.Tensor | None = None, slot_ids: torch.Tensor | None = None,
              max_new_tokens: int = 8, greedy: bool = True, temperature: float = 1.0,
              seed: int = 0, precision: str = DEFAULT_PRECISION,
-             stop_at_newline: bool = True) -> list[str]:
+             stop_at_newline: bool = True, deep_prompt: torch.Tensor | None = None
+             ) -> list[str]:
     """Continue ``template`` filled with each of ``inputs`` (B subjects): one string each.
 
     ``template``: text or ``Template`` with ``{x}`` and optional ``[P]`` slots (L of them).
     ``prompt``: continuous prompt vectors (L, d) written into the slots; or ``slot_ids``: a
-    discrete prompt's token ids (L,); or neither, for a manual template without slots.
+    discrete prompt's token ids (L,); or ``deep_prompt``: every layer's prefix (L, D), for a
+    template whose slots all come first; or none, for a manual template without slots.
     The batch (B, T) is left-padded, with ``position_ids = cumsum(mask) - 1``; one forward over
     it fills the KV cache, then each of at most ``max_new_tokens`` steps feeds (B, 1) new ids.
     ``greedy`` takes the argmax; otherwise tokens are drawn from softmax(logits /
@@ -148,7 +174,7 @@ def generate(lm: LM, template: str | Template, inputs: list[str],
     (its text is cut before that newline); nothing else is stripped.
     """
     rows = generate_ids(lm, template, inputs, prompt, slot_ids, max_new_tokens, greedy,
-                        temperature, seed, precision, stop_at_newline)
+                        temperature, seed, precision, stop_at_newline, deep_prompt)
     eos = lm.tokenizer.eos_token_id
     texts = [lm.tokenizer.decode([t for t in row if t != eos]) for row in rows]
     return [text.split("\n", 1)[0] if stop_at_newline else text for text in texts]

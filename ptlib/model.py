@@ -9,6 +9,7 @@ and its device.
 
 import copy
 import importlib.util
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,13 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
         if isinstance(layers, torch.nn.ModuleList):
             return layers
     raise ModelError(f"{type(model).__name__} has no decoder layer list (layers, h or blocks)")
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The keyword the model's forward takes a KV cache by: ``cache`` in newer transformers,
+    ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters \
+        else "past_key_values"
 
 
 def compile_layers(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:

@@ -13,6 +13,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ptlib.data import Fact
+from ptlib.deep_prompt import (
+    check_deep_prompt,
+    deep_forward_arguments,
+    deep_shape,
+    prefix_length,
+    without_slots,
+)
 from ptlib.errors import ConfigError, DataError, TemplateError
 from ptlib.model import LM
 from ptlib.packing import pack
@@ -59,10 +66,16 @@ def _write_prompt(embeds: torch.Tensor, batch: Batch, prompt: torch.Tensor) -> t
     return _place_prompt(embeds, batch.slot_index, prompt, batch.size)
 
 
-def _require_prompt(batch: Batch, prompt, slot_ids) -> None:
-    if prompt is None and slot_ids is None and bool((batch.slot_index >= 0).any()):
+def _require_prompt(batch: Batch, prompt, slot_ids, deep_prompt=None) -> None:
+    """Exactly one prompt for a template with slots, none for a manual one."""
+    given = sum(p is not None for p in (prompt, slot_ids, deep_prompt))
+    if given > 1:
+        raise ConfigError("give one prompt: prompt= (vectors), slot_ids= (tokens) or "
+                          "deep_prompt= (every layer's prefix), not several")
+    if not given and bool((batch.slot_index >= 0).any()):
         raise TemplateError("the template has prompt slots [P] but no prompt was given: pass "
-                            "prompt= (vectors) or slot_ids= (tokens), or use a manual template")
+                            "prompt= (vectors), slot_ids= (tokens) or deep_prompt=, or use a "
+                            "manual template")
 
 
 def input_embeddings(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
@@ -89,12 +102,16 @@ def _hidden_at_targets(targets: torch.Tensor):
 
 
 def _packed_logits(model: torch.nn.Module, batch: Batch, ids: torch.Tensor | None = None,
-                   embeds: torch.Tensor | None = None, prompt: torch.Tensor | None = None
-                   ) -> torch.Tensor:
+                   embeds: torch.Tensor | None = None, prompt: torch.Tensor | None = None,
+                   deep_prompt: torch.Tensor | None = None) -> torch.Tensor:
     """One call of the model's own forward on the batch packed without padding
     (``ptlib.packing``): token ``ids`` (B, T), with ``prompt`` (L, d) or (B, L, d) written into
-    the slots by a hook on the input embedding, or H_0 ``embeds`` (B, T, d). The LM head runs
-    at the target-predicting positions only. Returns (B, Ty, V), fp32."""
+    the slots by a hook on the input embedding, or H_0 ``embeds`` (B, T, d); or with a
+    ``deep_prompt`` (L, D) as every layer's prefix (``ptlib.deep_prompt``; the slots are taken
+    out of the batch). The LM head runs at the target-predicting positions only. Returns
+    (B, Ty, V), fp32."""
+    if deep_prompt is not None:
+        batch = without_slots(batch)
     packing = pack(batch)
     hooks = [model.get_decoder().register_forward_hook(_hidden_at_targets(packing.targets))]
     if prompt is not None:
@@ -103,8 +120,10 @@ def _packed_logits(model: torch.nn.Module, batch: Batch, ids: torch.Tensor | Non
             lambda _module, _args, out: _place_prompt(out, slot_index, prompt, batch.size)))
     inputs = ({"input_ids": packing.gather(ids)} if embeds is None
               else {"inputs_embeds": packing.gather(embeds)})
+    inputs |= ({"position_ids": packing.position_ids} if deep_prompt is None
+               else deep_forward_arguments(model, deep_prompt, packing.position_ids))
     try:
-        logits = model(**inputs, position_ids=packing.position_ids, use_cache=False).logits
+        logits = model(**inputs, use_cache=False).logits
     finally:
         for hook in hooks:
             hook.remove()
@@ -126,18 +145,23 @@ def target_logits(lm: LM, batch: Batch, embeds: torch.Tensor,
 
 
 def prompted_logits(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
-                    slot_ids: torch.Tensor | None = None, precision: str = DEFAULT_PRECISION
-                    ) -> torch.Tensor:
+                    slot_ids: torch.Tensor | None = None, precision: str = DEFAULT_PRECISION,
+                    deep_prompt: torch.Tensor | None = None) -> torch.Tensor:
     """``target_logits(lm, batch, input_embeddings(lm, batch, prompt, slot_ids))`` as ONE call
     of the model: (B, Ty, V), fp32.
 
     The token ids go in, and a forward hook on the input embedding writes the prompt vectors
     into the slots, so embed -> body -> head run inside the model's own call. That is what lets
     a sharded model (FSDP) gather its embedding table, and it is the path training and
-    evaluation use everywhere.
+    evaluation use everywhere. A ``deep_prompt`` (L, D) goes in as every layer's prefix
+    instead (``ptlib.deep_prompt``): the batch's L slots must open every example.
     """
-    _require_prompt(batch, prompt, slot_ids)
+    _require_prompt(batch, prompt, slot_ids, deep_prompt)
     model = frozen_model(lm, precision)
+    if deep_prompt is not None:
+        _check_slots(batch, deep_prompt.shape[0])
+        check_deep_prompt(deep_prompt, deep_shape(model), deep_prompt.shape[0])
+        return _packed_logits(model, batch, ids=batch.input_ids, deep_prompt=deep_prompt)
     ids = _slot_token_ids(batch, slot_ids)
     if prompt is not None:
         _check_slots(batch, prompt.shape[-2])
@@ -165,10 +189,11 @@ def score(logits: torch.Tensor, batch: Batch) -> Scores:
 
 
 def batch_scores(lm: LM, batch: Batch, prompt: torch.Tensor | None = None,
-                 slot_ids: torch.Tensor | None = None, precision: str = DEFAULT_PRECISION
-                 ) -> Scores:
-    """Forward one batch with a prompt (vectors, ids, or none for a manual template)."""
-    return score(prompted_logits(lm, batch, prompt, slot_ids, precision), batch)
+                 slot_ids: torch.Tensor | None = None, precision: str = DEFAULT_PRECISION,
+                 deep_prompt: torch.Tensor | None = None) -> Scores:
+    """Forward one batch with a prompt (vectors, ids, a deep prompt, or none for a manual
+    template)."""
+    return score(prompted_logits(lm, batch, prompt, slot_ids, precision, deep_prompt), batch)
 
 
 def make_batch(lm: LM, template: Template, facts: list[Fact],
@@ -225,8 +250,11 @@ def _object_rows(facts: list[Fact]) -> tuple[list[Fact], torch.Tensor]:
 @torch.no_grad()
 def evaluate(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor | None = None,
              slot_ids: torch.Tensor | None = None, batch_size: int = 32,
-             precision: str = DEFAULT_PRECISION) -> Evaluation:
-    """Exact match (P@1), NLL and first-token rank of a prompt over ``facts``, in batches.
+             precision: str = DEFAULT_PRECISION, deep_prompt: torch.Tensor | None = None
+             ) -> Evaluation:
+    """Exact match, NLL and first-token rank of a prompt over ``facts``, in batches: vectors
+    ``prompt`` (L, d), token ids ``slot_ids`` (L,), a ``deep_prompt`` (L, D) (its template's
+    slots must all come first), or none for a manual template.
 
     Each accepted object of a fact is one row, scored in the same batches as any other; the
     per-fact exact match and first-token rank are the best over the fact's rows, the NLL that
@@ -234,14 +262,18 @@ def evaluate(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor
     """
     if not facts:
         raise DataError("evaluate needs at least one fact")
-    if prompt is not None and not torch.isfinite(prompt).all():
+    vectors = prompt if prompt is not None else deep_prompt
+    if vectors is not None and not torch.isfinite(vectors).all():
         raise ConfigError("the prompt holds non-finite values (NaN or inf), so it cannot be "
                           "scored: evaluate a prompt from a run that stayed finite")
+    if deep_prompt is not None:
+        prefix_length(template)
     rows, owner = _object_rows(facts)
     logprob, exact, ranks = [], [], []
     for start in range(0, len(rows), batch_size):
         batch = make_batch(lm, template, rows[start : start + batch_size])
-        scores = batch_scores(lm, batch, prompt=prompt, slot_ids=slot_ids, precision=precision)
+        scores = batch_scores(lm, batch, prompt=prompt, slot_ids=slot_ids, precision=precision,
+                              deep_prompt=deep_prompt)
         logprob.append(scores.logprob.cpu())
         exact.append(scores.exact.cpu())
         ranks.append(scores.first_rank.cpu())

@@ -1,11 +1,14 @@
 """Prompts in and out of Hugging Face PEFT adapters, without needing PEFT installed.
 
 PEFT keeps a soft prompt as a folder with ``adapter_config.json`` and
-``adapter_model.safetensors``, the latter holding one tensor ``prompt_embeddings`` (L, d). Its
-prompt types (PROMPT_TUNING, P_TUNING) only *prepend* L virtual tokens to the input embeddings,
+``adapter_model.safetensors``, the latter holding one tensor ``prompt_embeddings``: (L, d) for
+its input-layer types (PROMPT_TUNING, P_TUNING), (L, D) for PREFIX_TUNING, every layer's keys
+and values in the layout ``ptlib.deep_prompt`` uses. Its types only *prepend* L virtual tokens,
 so a ptlib prompt maps onto them exactly when its template is a prepend template:
 ``"[P]" * L + " {x} ..."``, every slot before the input and no slot after it. P-Tuning's (3, x, 3)
-placement, or any slot after ``{x}``, has no PEFT counterpart.
+placement, or any slot after ``{x}``, has no PEFT counterpart. An input-layer prompt exports as
+PROMPT_TUNING, a deep prompt as PREFIX_TUNING (without ``prefix_projection``: the vectors, not
+an encoder, are kept).
 
 For such a template, PEFT's model fed the token ids of the text after the slots (the
 ``input_text`` written beside the adapter, encoded with ``add_special_tokens=False``) gives the
@@ -24,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ptlib.atomic import atomic_file
+from ptlib.deep_prompt import deep_shape
 from ptlib.errors import ConfigError, ModelError, TemplateError
 from ptlib.model import LM
 from ptlib.template import INPUT, Template, parse_template
@@ -32,7 +36,8 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 TEMPLATE_FILE = "ptlib_template.json"
 TENSOR_KEY = "prompt_embeddings"
-PROMPT_TYPES = ("PROMPT_TUNING", "P_TUNING")
+PROMPT_TYPES = ("PROMPT_TUNING", "P_TUNING")  # input-layer prompts, (L, d)
+DEEP_TYPE = "PREFIX_TUNING"  # every layer's keys and values, (L, D)
 TASK_TYPE = "CAUSAL_LM"
 
 
@@ -40,12 +45,17 @@ TASK_TYPE = "CAUSAL_LM"
 class PeftAdapterInfo:
     """What an imported adapter says about itself."""
 
-    peft_type: str             # PROMPT_TUNING or P_TUNING
+    peft_type: str             # PROMPT_TUNING, P_TUNING or PREFIX_TUNING
     num_virtual_tokens: int    # L
-    token_dim: int             # d
+    token_dim: int             # d; for PREFIX_TUNING one layer's key width, kv_heads * head_dim
     base_model: str | None     # base_model_name_or_path, as written
     template: str | None       # the ptlib template, when ptlib_template.json is beside it
     config: dict               # the whole adapter_config.json
+
+    @property
+    def keyword(self) -> str:
+        """How ``evaluate`` and ``generate`` take the vectors: ``prompt`` or ``deep_prompt``."""
+        return "deep_prompt" if self.peft_type == DEEP_TYPE else "prompt"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,26 +90,36 @@ def base_model_source(lm: LM, base_model_path: str | os.PathLike | None = None) 
     return lm.name
 
 
-def adapter_config(lm: LM, num_virtual_tokens: int, base_model: str) -> dict:
-    """A PROMPT_TUNING ``adapter_config.json`` for L virtual tokens of width d on ``lm``."""
+def adapter_config(lm: LM, num_virtual_tokens: int, base_model: str, deep: bool = False
+                   ) -> dict:
+    """An ``adapter_config.json`` for L virtual tokens on ``lm``: PROMPT_TUNING (width d), or
+    with ``deep`` PREFIX_TUNING (token_dim and num_attention_heads are the key/value width and
+    heads, as PEFT sets them for grouped-query attention)."""
     config = lm.model.config
-    return {
-        "peft_type": "PROMPT_TUNING",
+    common = {
         "task_type": TASK_TYPE,
         "base_model_name_or_path": base_model,
         "revision": None,
         "inference_mode": True,
         "num_virtual_tokens": num_virtual_tokens,
-        "token_dim": lm.width,
         "num_transformer_submodules": 1,
+        "modules_to_save": None,
+        "auto_mapping": None,
+    }
+    if deep:
+        shape = deep_shape(lm.model)
+        return common | {"peft_type": DEEP_TYPE, "token_dim": shape.kv_width,
+                         "num_attention_heads": shape.kv_heads, "num_layers": shape.layers,
+                         "encoder_hidden_size": shape.kv_width, "prefix_projection": False}
+    return common | {
+        "peft_type": "PROMPT_TUNING",
+        "token_dim": lm.width,
         "num_attention_heads": getattr(config, "num_attention_heads", None),
         "num_layers": getattr(config, "num_hidden_layers", None),
         "prompt_tuning_init": "RANDOM",
         "prompt_tuning_init_text": None,
         "tokenizer_name_or_path": None,
         "tokenizer_kwargs": None,
-        "modules_to_save": None,
-        "auto_mapping": None,
     }
 
 
@@ -121,16 +141,17 @@ def template_record(template: Template, input_text: str, lm: LM) -> dict:
     }
 
 
-def _check_prompt(prompt: torch.Tensor, template: Template, lm: LM) -> None:
-    """The prompt must be (L, d): L slots of the template, d the LM's width."""
+def _check_prompt(prompt: torch.Tensor, template: Template, lm: LM, width: int) -> None:
+    """The prompt must be (L, width): L slots of the template, width the LM's d (or D)."""
     if prompt.dim() != 2 or prompt.shape[0] != template.num_slots:
         raise TemplateError(
             f"prompt of shape {tuple(prompt.shape)} does not fill template {template.text!r}: "
-            f"expected ({template.num_slots}, {lm.width})"
+            f"expected ({template.num_slots}, {width})"
         )
-    if prompt.shape[1] != lm.width:
+    if prompt.shape[1] != width:
         raise ModelError(
-            f"prompt width {prompt.shape[1]} does not match the width {lm.width} of {lm.name!r}"
+            f"prompt width {prompt.shape[1]} does not match the width {width} it has on "
+            f"{lm.name!r}"
         )
 
 
@@ -141,8 +162,10 @@ def _write_json(path: Path, data: dict) -> None:
 
 def export_peft_adapter(folder: str | os.PathLike, prompt: torch.Tensor,
                         template: str | Template, lm: LM, *,
-                        base_model_path: str | os.PathLike | None = None) -> Path:
-    """Write ``prompt`` (L, d) as a PEFT PROMPT_TUNING adapter in ``folder``; return the folder.
+                        base_model_path: str | os.PathLike | None = None,
+                        deep: bool = False) -> Path:
+    """Write ``prompt`` (L, d) as a PEFT PROMPT_TUNING adapter in ``folder`` (with ``deep``, a
+    deep prompt (L, D) as a PREFIX_TUNING adapter); return the folder.
 
     ``template`` must be a prepend template (``"[P]" * L + " {x} ..."``); any other raises
     ``ConfigError``. The folder gets ``adapter_config.json``, ``adapter_model.safetensors``
@@ -155,14 +178,15 @@ def export_peft_adapter(folder: str | os.PathLike, prompt: torch.Tensor,
     """
     template = parse_template(getattr(template, "text", template))
     input_text = prepend_input_text(template)
-    _check_prompt(prompt, template, lm)
+    _check_prompt(prompt, template, lm, deep_shape(lm.model).width if deep else lm.width)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vectors = prompt.detach().float().cpu().contiguous().clone()  # (L, d)
+    vectors = prompt.detach().float().cpu().contiguous().clone()  # (L, d) or (L, D)
     with atomic_file(folder / WEIGHTS_FILE) as staging:
         save_file({TENSOR_KEY: vectors}, staging, {"format": "pt"})
     _write_json(folder / TEMPLATE_FILE, template_record(template, input_text, lm))
-    config = adapter_config(lm, template.num_slots, base_model_source(lm, base_model_path))
+    config = adapter_config(lm, template.num_slots, base_model_source(lm, base_model_path),
+                            deep)
     _write_json(folder / CONFIG_FILE, config)  # last: its presence marks a finished adapter
     return folder
 
@@ -191,12 +215,11 @@ def check_adapter_config(config: dict, where: Path) -> None:
     """Accept only CAUSAL_LM prompt adapters that prepend to the input: ``ConfigError`` names
     the field otherwise."""
     peft_type = config.get("peft_type")
-    if peft_type not in PROMPT_TYPES:
+    if peft_type not in (*PROMPT_TYPES, DEEP_TYPE):
         raise ConfigError(
-            f"{where}: peft_type is {peft_type!r}, but ptlib imports only input-layer soft "
-            f"prompts ({', '.join(PROMPT_TYPES)}): other types change the model's weights "
-            f"(LORA, ...) or every layer's keys and values (PREFIX_TUNING), which an (L, d) "
-            f"prompt cannot hold"
+            f"{where}: peft_type is {peft_type!r}, but ptlib imports only soft prompts "
+            f"({', '.join(PROMPT_TYPES)}, and {DEEP_TYPE} as a deep prompt): other types change "
+            f"the model's weights (LORA, ...), which a prompt cannot hold"
         )
     if config.get("task_type") != TASK_TYPE:
         raise ConfigError(
@@ -226,22 +249,35 @@ def read_prompt_tensor(folder: Path) -> torch.Tensor:
     return tensors[TENSOR_KEY].detach().float().contiguous()
 
 
+def _saved_width(config: dict) -> int | None:
+    """The width the tensor must have: token_dim, or for PREFIX_TUNING num_layers x 2 x
+    token_dim (every layer's key and value)."""
+    width = config.get("token_dim")
+    if config["peft_type"] != DEEP_TYPE or width is None:
+        return width
+    return config.get("num_layers", 0) * 2 * width
+
+
 def check_prompt_shape(vectors: torch.Tensor, config: dict, where: Path,
                        lm: LM | None) -> None:
-    """The tensor must be (num_virtual_tokens, token_dim), and token_dim the LM's width."""
-    count, width = config["num_virtual_tokens"], config.get("token_dim")
+    """The tensor must be (num_virtual_tokens, width), width the config's and the LM's: d
+    for an input-layer prompt, D for PREFIX_TUNING (``ptlib.deep_prompt``)."""
+    count, width = config["num_virtual_tokens"], _saved_width(config)
     if vectors.dim() != 2 or vectors.shape[0] != count:
         raise ConfigError(
             f"{where}: {TENSOR_KEY} has shape {tuple(vectors.shape)}, but num_virtual_tokens is "
             f"{count}: expected ({count}, token_dim)"
         )
     if width is not None and vectors.shape[1] != width:
-        raise ConfigError(f"{where}: {TENSOR_KEY} has width {vectors.shape[1]}, but token_dim "
+        name = "num_layers x 2 x token_dim" if config["peft_type"] == DEEP_TYPE else "token_dim"
+        raise ConfigError(f"{where}: {TENSOR_KEY} has width {vectors.shape[1]}, but {name} "
                           f"is {width}")
-    if lm is not None and vectors.shape[1] != lm.width:
+    expected = None if lm is None else \
+        deep_shape(lm.model).width if config["peft_type"] == DEEP_TYPE else lm.width
+    if expected is not None and vectors.shape[1] != expected:
         raise ModelError(
-            f"{where}: the adapter's vectors have width {vectors.shape[1]}, but {lm.name!r} has "
-            f"width {lm.width} (the adapter was made for "
+            f"{where}: the adapter's vectors have width {vectors.shape[1]}, but {lm.name!r} "
+            f"needs width {expected} (the adapter was made for "
             f"{config.get('base_model_name_or_path')!r})"
         )
 
@@ -263,12 +299,15 @@ def read_template(folder: Path, count: int) -> str | None:
 
 def import_peft_adapter(folder: str | os.PathLike, *,
                         lm: LM | None = None) -> tuple[torch.Tensor, PeftAdapterInfo]:
-    """Read a PEFT PROMPT_TUNING or P_TUNING adapter: (vectors (L, d) fp32 on CPU, info).
+    """Read a PEFT PROMPT_TUNING, P_TUNING or PREFIX_TUNING adapter: (vectors fp32 on CPU,
+    info).
 
-    For P_TUNING, PEFT saves the vectors its encoder produced (the encoder itself is dropped),
-    so both types give plain (L, d) vectors, usable as ``prompt=`` for a prepend template with
-    L slots. Checks peft_type, task_type (CAUSAL_LM), the tensor's shape against
-    num_virtual_tokens and token_dim, and token_dim against ``lm.width`` when ``lm`` is given.
+    For P_TUNING (and PREFIX_TUNING with prefix_projection), PEFT saves the vectors its encoder
+    produced (the encoder itself is dropped), so every type gives plain vectors: (L, d), usable
+    as ``prompt=``, or for PREFIX_TUNING a deep prompt (L, D), usable as ``deep_prompt=``
+    (``info.keyword`` says which), for a prepend template with L slots. Checks peft_type,
+    task_type (CAUSAL_LM), the tensor's shape against the config, and against ``lm`` when
+    given.
     """
     folder = Path(folder)
     config = read_adapter_config(folder)

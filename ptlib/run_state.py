@@ -5,7 +5,8 @@ import math
 
 import torch
 
-from ptlib.encoders import FreeVectors, PromptEncoder, build_encoder
+from ptlib.deep_prompt import deep_shape
+from ptlib.encoders import ENCODERS, DeepPrefix, FreeVectors, PromptEncoder, build_encoder
 from ptlib.errors import ConfigError, ModelError
 from ptlib.history import History
 from ptlib.identity import model_differences
@@ -74,21 +75,28 @@ class RunState:
         self.trajectory = [tensors[f"trajectory.{i}"] for i in range(meta["trajectory"])]
 
 
+SEEDABLE = {"free": FreeVectors, "prefix": DeepPrefix}  # encoders initial_prompt can start
+
+
 def initial_encoder(lm: LM, template: Template, config: TrainConfig,
                     initial_prompt: torch.Tensor | None) -> PromptEncoder:
-    """The config's encoder, or free vectors starting from ``initial_prompt`` (L, d)."""
+    """The config's encoder, or free vectors (L, d) or a deep prefix (L, D) starting from
+    ``initial_prompt``."""
+    deep = ENCODERS[config.encoder].deep
+    shape = deep_shape(lm.model) if deep else None
     if initial_prompt is None:
         phrase_ids = lm.tokenizer(config.init_phrase, add_special_tokens=False).input_ids
         return build_encoder(config.encoder, template.num_slots, lm.embeddings, config.seed,
-                             config.init, config.hidden_size, phrase_ids)
-    if config.encoder != "free":
-        raise ConfigError(f"initial_prompt seeds free vectors; the {config.encoder!r} encoder "
-                          "generates its prompt from its own parameters (use encoder='free')")
-    expected = (template.num_slots, lm.width)
+                             config.init, config.hidden_size, phrase_ids, shape)
+    if config.encoder not in SEEDABLE:
+        raise ConfigError(f"initial_prompt seeds free vectors or a deep prefix; the "
+                          f"{config.encoder!r} encoder generates its prompt from its own "
+                          "parameters (use encoder='free' or 'prefix')")
+    expected = (template.num_slots, shape.width if deep else lm.width)
     if tuple(initial_prompt.shape) != expected:
         raise ConfigError(f"initial_prompt has shape {tuple(initial_prompt.shape)}, but the "
-                          f"template and model need (L, d) = {expected}")
-    return FreeVectors(initial_prompt.detach().float().cpu())
+                          f"template and model need (L, {'D' if deep else 'd'}) = {expected}")
+    return SEEDABLE[config.encoder](initial_prompt.detach().float().cpu())
 
 
 def check_resumable(saved: dict, config: TrainConfig, template: Template,

@@ -25,8 +25,8 @@ class TrainConfig:
     init: str = option(DEFAULT_INIT, "free vectors' initial values (free encoder only)",
                        FREE_INITS)
     init_phrase: str = option("", "text whose tokens seed the slots when init is phrase")
-    hidden_size: int | None = option(None, "lstm/mlp width; none means the model width d",
-                                     minimum=1)
+    hidden_size: int | None = option(None, "lstm/mlp/prefix_mlp width; none means the model "
+                                           "width d (prefix_mlp: the kv width)", minimum=1)
     steps: int = option(200, "optimizer steps", minimum=1)
     batch_size: int = option(16, "facts per micro-batch", minimum=1)
     grad_accum: int = option(1, "micro-batches per optimizer step", minimum=1)
@@ -54,10 +54,11 @@ class TrainConfig:
 
     def __post_init__(self):
         check_options(self)
+        if self.hidden_size is not None and not ENCODERS[self.encoder].has_hidden_size:
+            raise ConfigError(f"hidden_size sets the width of a reparameterising encoder "
+                              f"(lstm, mlp, prefix_mlp); {self.encoder!r} has none (leave it "
+                              "None)")
         if self.encoder == "free":
-            if self.hidden_size is not None:
-                raise ConfigError("hidden_size sets the width of an lstm or mlp encoder; free "
-                                  "vectors have none (leave it None)")
             if self.init == "phrase" and not self.init_phrase.strip():
                 raise ConfigError("init 'phrase' needs a non-empty init_phrase")
         elif self.init != DEFAULT_INIT or self.init_phrase:

@@ -18,8 +18,9 @@ import torch
 from ptlib import distributed
 from ptlib.checkpoint import load_state, save_state
 from ptlib.data import Fact
+from ptlib.deep_prompt import prefix_length
 from ptlib.distributed import Ranks
-from ptlib.encoders import PromptEncoder
+from ptlib.encoders import ENCODERS, PromptEncoder, prompt_keyword
 from ptlib.errors import ConfigError, TrainingError
 from ptlib.history import History
 from ptlib.identity import facts_hash, model_identity
@@ -50,11 +51,21 @@ class TrainResult:
     trajectory: list[torch.Tensor]  # (L, d) prompt at each evaluation, for pictures
     precision: str = "fp32"     # the precision the LM ran at ("auto" resolved)
 
+    @property
+    def deep(self) -> bool:
+        """Whether ``prompt`` is a deep prompt (L, D) rather than input vectors (L, d)."""
+        return ENCODERS[self.config.encoder].deep
+
+    def prompt_argument(self, device: torch.device | str = "cpu") -> dict:
+        """The best prompt as the keyword ``evaluate`` and ``generate`` take it by."""
+        return {prompt_keyword(self.config.encoder): self.prompt.to(device)}
+
     def evaluate(self, lm: LM, facts: list[Fact], precision: str | None = None) -> Evaluation:
         """EM and NLL of the best prompt on ``facts``, at the precision it was trained and
         chosen at unless ``precision`` says otherwise."""
         return evaluate(lm, parse_template(self.template), facts,
-                        prompt=self.prompt.to(lm.device), precision=precision or self.precision)
+                        precision=precision or self.precision,
+                        **self.prompt_argument(lm.device))
 
 
 def default_label(config: TrainConfig) -> str:
@@ -133,7 +144,8 @@ class _Loop:
         run.encoder.eval()
         prompt = run.encoder.export()  # (L, d)
         result = evaluate_sharded(self.lm, self.template, self.dev_facts,
-                                  prompt.to(self.lm.device), self.precision, self.ranks)
+                                  prompt.to(self.lm.device), self.precision, self.ranks,
+                                  prompt_keyword(self.config.encoder))
         run.encoder.train()
         run.history.eval_step.append(run.step)
         run.history.dev_exact_match.append(result.exact_match)
@@ -215,7 +227,7 @@ class _Loop:
                            self.precision)
 
 
-def _check_facts(train_facts: list[Fact], dev_facts: list[Fact], config: TrainConfig) -> None:
+def check_facts(train_facts: list[Fact], dev_facts: list[Fact], config: TrainConfig) -> None:
     if not train_facts or not dev_facts:
         raise ConfigError("train needs at least one train fact and one dev fact")
     if config.batch_size > len(train_facts):
@@ -248,7 +260,9 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
     """
     config = config or TrainConfig()
     template = parse_template(getattr(template, "text", template), require_slots=True)
-    _check_facts(train_facts, dev_facts, config)
+    if ENCODERS[config.encoder].deep:
+        prefix_length(template)
+    check_facts(train_facts, dev_facts, config)
     _check_resume(resume)
     precision = resolve_precision(config.precision, lm.device)
     if config.compile:
@@ -297,8 +311,8 @@ def training_step(lm: LM, template: Template, micro_batches: list[list[Fact]],
         if not mine:
             continue
         batch = make_batch(lm, template, mine)
-        prompt = encoder()  # (L, d), fp32
-        logprob = batch_scores(lm, batch, prompt=prompt, precision=precision).logprob  # (b,)
+        prompt = {prompt_keyword(encoder.kind): encoder()}  # (L, d) or deep (L, D), fp32
+        logprob = batch_scores(lm, batch, precision=precision, **prompt).logprob  # (b,)
         loss = -logprob.sum() / (len(facts) * len(micro_batches))
         loss.backward()
         total += loss.detach()
@@ -316,15 +330,17 @@ def training_step(lm: LM, template: Template, micro_batches: list[list[Fact]],
 
 
 def evaluate_sharded(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor,
-                     precision: str = DEFAULT_PRECISION, ranks: Ranks | None = None
-                     ) -> Evaluation:
-    """``evaluate`` of the (L, d) prompt on ``facts``, each rank scoring its shard; every rank
-    gets the metrics of the whole list."""
+                     precision: str = DEFAULT_PRECISION, ranks: Ranks | None = None,
+                     keyword: str = "prompt") -> Evaluation:
+    """``evaluate`` of the prompt (the (L, d) ``prompt``, or with ``keyword="deep_prompt"`` a
+    deep prompt (L, D)) on ``facts``, each rank scoring its shard; every rank gets the metrics
+    of the whole list."""
     ranks = ranks or distributed.current()
+    given = {keyword: prompt}
     if not ranks.distributed:
-        return evaluate(lm, template, facts, prompt=prompt, precision=precision)
+        return evaluate(lm, template, facts, precision=precision, **given)
     mine = distributed.shard(facts, ranks)
-    part = evaluate(lm, template, mine, prompt=prompt, precision=precision) if mine else None
+    part = evaluate(lm, template, mine, precision=precision, **given) if mine else None
     parts = distributed.all_gather(part, ranks)
     sizes = [len(distributed.shard(facts, distributed.Ranks(r, ranks.world)))
              for r in range(ranks.world)]

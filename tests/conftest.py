@@ -98,3 +98,26 @@ def capitals() -> tuple[list[ptlib.Fact], list[ptlib.Fact]]:
         return task.split("train"), task.split("dev")
     facts = make_facts(CAPITALS + MORE_CAPITALS)
     return facts[:30], facts[30:]
+
+
+def deep_reference_logits(model, batch, deep_prompt) -> torch.Tensor:
+    """The reference for a deep prompt (L, D): each example fed alone and unpadded, without its
+    slot tokens, with the prompt as its KV cache, a 2D mask of ones and positions L, L + 1, ...
+    (as PEFT's PREFIX_TUNING feeds it); logits at the target positions: (B, Ty, V), fp32."""
+    from ptlib.deep_prompt import prefix_cache
+    from ptlib.model import cache_keyword
+
+    length = deep_prompt.shape[0]
+    rows = []
+    for b in range(batch.size):
+        keep = batch.attention_mask[b].bool() & (batch.slot_index[b] < 0)
+        ids = batch.input_ids[b][keep].unsqueeze(0)  # (1, T_b)
+        size = ids.shape[1]
+        logits = model(input_ids=ids, attention_mask=torch.ones(1, length + size,
+                                                                dtype=torch.long),
+                       position_ids=torch.arange(length, length + size).unsqueeze(0),
+                       **{cache_keyword(model): prefix_cache(model, deep_prompt, 1)}).logits[0]
+        first_real = int(batch.attention_mask[b].long().argmax())
+        positions = batch.target_positions[b] - first_real - length  # in the unpadded row
+        rows.append(logits[positions.clamp(min=0)])
+    return torch.stack(rows).float()

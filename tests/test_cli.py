@@ -37,7 +37,7 @@ def test_flags_parse_by_their_config_types():
 
 def test_every_config_flag_is_documented_and_choices_are_listed():
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
-    assert "{free,lstm,mlp}" in text and "{constant,linear,cosine}" in text
+    assert "{free,lstm,mlp,prefix,prefix_mlp}" in text and "{constant,linear,cosine}" in text
     for action in build_parser()._subparsers._group_actions[0].choices["search"]._actions:
         assert action.help, f"{action.option_strings} has no help"
 

@@ -15,7 +15,7 @@ BAD = [
     (TrainConfig, {"encoder": "lstm", "init": "phrase", "init_phrase": "capital"},
      "the 'lstm' encoder draws its own parameters"),
     (TrainConfig, {"encoder": "lstm", "init": "phrase"}, "init and init_phrase"),
-    (TrainConfig, {"encoder": "free", "hidden_size": 64}, "free vectors have none"),
+    (TrainConfig, {"encoder": "free", "hidden_size": 64}, "'free' has none"),
     (TrainConfig, {"seed": MAX_SEED + 1}, f"seed must be an integer <= {MAX_SEED}"),
     (TrainConfig, {"seed": 2**63 - 1}, f"seed must be an integer <= {MAX_SEED}"),
     (SearchConfig, {"seed": 2**70}, f"seed must be an integer <= {MAX_SEED}"),

@@ -5,12 +5,13 @@ soft-capping, Mistral, Phi-3), each with a padded embedding table (more rows tha
 has tokens, as many real models have), go through what every method needs: target logits that
 equal the model's own forward, padding on either side giving the same scores, slot filters that
 never propose a padded row, manual evaluation, one AutoPrompt iteration, one LSTM training step
-and a prompt save/load.
+and a prompt save/load, and a deep prompt (every layer's keys and values) whose packed logits
+equal the model's own forward with the prompt as its KV cache.
 """
 
 import pytest
 import torch
-from conftest import padded_target_logits
+from conftest import deep_reference_logits, padded_target_logits
 from transformers import (
     Gemma2Config,
     GPT2Config,
@@ -21,6 +22,7 @@ from transformers import (
 )
 
 from ptlib import SearchConfig, TrainConfig, evaluate, load_prompt, save_prompt, search, train
+from ptlib.deep_prompt import deep_shape
 from ptlib.discrete import allowed_tokens
 from ptlib.model import byte_tokenizer, decoder_layers, random_lm
 from ptlib.objective import input_embeddings, make_batch, prompted_logits, target_logits
@@ -130,3 +132,25 @@ def test_the_decoder_layers_are_found_in_every_family(family_lm):
     assert isinstance(layers, torch.nn.ModuleList)
     assert len(layers) == family_lm.model.config.num_hidden_layers
     assert all(any(p.numel() for p in layer.parameters()) for layer in layers)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_deep_prompt_logits_equal_the_models_own_forward(family_lm, facts, side):
+    template = parse_template("[P][P] {x} is")
+    batch = make_batch(family_lm, template, facts, padding_side=side)
+    width = deep_shape(family_lm.model).width
+    prompt = torch.randn(2, width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = prompted_logits(family_lm, batch, deep_prompt=prompt, precision="fp32")
+        theirs = deep_reference_logits(family_lm.model, batch, prompt)
+    real = batch.target_mask
+    torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-5)
+
+
+def test_a_deep_prompt_trains_in_every_family(family_lm, facts):
+    trained = train(family_lm, "[P][P] {x} is", facts[:4], facts[4:],
+                    TrainConfig(encoder="prefix_mlp", steps=1, batch_size=4, hidden_size=16),
+                    show_progress=False)
+    assert trained.deep and trained.history.step == [1]
+    assert trained.prompt.shape == (2, deep_shape(family_lm.model).width)
+    assert torch.isfinite(torch.tensor(trained.history.loss)).all()

@@ -5,7 +5,8 @@
 - ``notebook``: fast mode and the parameters a notebook was given;
 - ``runs``: many seeds of one recipe, their tables and verdicts; ``study``: the committed,
   resumable many-seed study (``python -m ptlib.course.study``); ``claims``: the notes' claims
-  the study decides, and their evidence;
+  the study decides; ``evidence``: their evidence compact, as one table, a sentence per claim
+  and a forest plot;
 - ``plots``, ``study_plots``, ``widgets``, ``exercises``: figures, explorers and self-checks
   for the notebooks;
 - ``paths``: where the course's repository is (an argument, or found from the working folder).
@@ -16,8 +17,8 @@ use (``ptlib.course.plots``), so the study runner does not pull in matplotlib.
 
 import importlib
 
-_SUBMODULES = ("claims", "exercises", "notebook", "paths", "plots", "report", "runner", "runs",
-               "study", "study_plots", "widgets")
+_SUBMODULES = ("claims", "evidence", "exercises", "notebook", "paths", "plots", "report", "runner",
+               "runs", "study", "study_plots", "widgets")
 
 
 def __getattr__(name: str):

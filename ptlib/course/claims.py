@@ -160,19 +160,27 @@ def course_rows(root: str | Path | None = None) -> list[dict]:
     return study.summary_rows() if study is not None else []
 
 
-def course_verdicts(claim_ids: list[str] | None = None, root: str | Path | None = None) -> str:
-    """What the course's study says, as text for a notebook cell: for the named claims, or
-    with None the relation x method table and every claim, a tally over relations and then
-    each verdict. Says so instead when the study config or its results are not here."""
-    study = course_study(root)
+def study_note(study: Study | None) -> str:
+    """One line on a study (``course_study``'s: None when its config is not here): how many of
+    its planned runs are recorded, or why there is nothing to read yet."""
     if study is None:
         return ("The course's study config is not here: run from a clone of the course "
                 "repository (its studies/ folder is not part of the ptlib package).")
     if not study.records:
         return (f"No results from the course's study here yet ({study.config.results.name}): "
                 "`make study` runs it, and its verdicts then print here.")
-    header = (f"The course's study ({study.config.results.name}): {len(study.records)} of "
-              f"{len(plan(study.config))} planned runs recorded.")
+    return (f"The course's study ({study.config.results.name}): {len(study.records)} of "
+            f"{len(plan(study.config))} planned runs recorded.")
+
+
+def course_verdicts(claim_ids: list[str] | None = None, root: str | Path | None = None) -> str:
+    """What the course's study says, as text for a notebook cell: for the named claims, or
+    with None the relation x method table and every claim, a tally over relations and then
+    each verdict. Says so instead when the study config or its results are not here."""
+    study = course_study(root)
+    header = study_note(study)
+    if study is None or not study.records:
+        return header
     verdicts = claim_verdicts(study, claim_ids)
     table = "" if claim_ids is not None else f"{study.summary_table()}\n\n"
     detail = format_claims(verdicts) or "none of these claims run yet"

@@ -11,6 +11,10 @@ the difference in mean EM or, with ``spread=True``, of the ratio of seed standar
 evaluation (faster convergence is a higher EM there), ``fixed_outcomes`` repeats a
 deterministic baseline's outcomes once per seed, and ``best_manual`` picks a task's manual
 template on dev and scores it on test.
+
+``restart_checks`` runs ``local_optimum.check_neighbourhood`` on every restart of a discrete
+search, not only the best, and says which restarts stopped on a plateau (patience) and which on
+a cap (the forward budget or the iteration count).
 """
 
 import dataclasses
@@ -18,11 +22,13 @@ import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ptlib import stats
 from ptlib.data import Fact, Task
-from ptlib.discrete import best_manual_template
+from ptlib.discrete import SearchResult, best_manual_template
 from ptlib.errors import ConfigError
+from ptlib.local_optimum import NeighbourhoodCheck, check_neighbourhood
 from ptlib.model import LM
 from ptlib.objective import Evaluation, evaluate
 from ptlib.template import parse_template
@@ -235,3 +241,57 @@ def best_manual(lm: LM, task: Task, choose_on: str = "dev", score_on: str = "tes
     and its evaluation on ``score_on``."""
     text, _ = best_manual_template(lm, task, choose_on)
     return text, evaluate(lm, parse_template(text), task.split(score_on))
+
+
+# ---- restarts of a discrete search: is each one a local optimum? ----
+
+# SearchResult.stopped_by -> why a restart stopped, in words: only patience is a plateau
+STOPS = {"patience": "plateau (patience ran out on dev)",
+         "budget": "budget-stopped, not a plateau",
+         "iterations": "iteration-capped, not a plateau"}
+
+
+@dataclass(frozen=True)
+class RestartCheck:
+    """One restart of a search and the local-optimum check of its best-on-dev prompt."""
+
+    seed: int                  # the restart's SearchConfig.seed
+    prompt: str                # its best-on-dev prompt, as text
+    dev_exact_match: float     # that prompt's dev EM
+    stopped_by: str            # SearchResult.stopped_by: "patience", "budget" or "iterations"
+    check: NeighbourhoodCheck  # every single swap of that prompt, scored on the facts
+
+    @property
+    def stop(self) -> str:
+        """Why the restart stopped, in words (``STOPS``)."""
+        return STOPS[self.stopped_by]
+
+    @property
+    def improving(self) -> int:
+        """Single swaps that raise the objective on the facts."""
+        return self.check.improving
+
+    @property
+    def is_local_optimum(self) -> bool:
+        """True when none of the single swaps tried raises the objective."""
+        return self.check.is_local_optimum
+
+    def describe(self) -> str:
+        """One line: seed, dev EM, why it stopped, and the check."""
+        return (f"seed {self.seed}: dev EM {self.dev_exact_match:.2f}, {self.stop}; "
+                f"{self.check.describe()}")
+
+
+def restart_checks(lm: LM, results: list[SearchResult], facts: list[Fact],
+                   allowed: torch.Tensor, k: int = 100) -> list[RestartCheck]:
+    """``check_neighbourhood`` on each restart's best-on-dev prompt (its ``slot_ids``), over
+    ``facts`` (e.g. the train facts the search climbed on), at the precision it searched at:
+    one row per restart, in order. ``allowed``: (V,) bool, the tokens a slot may hold;
+    ``k``: HotFlip candidates per slot. The prompt checked is the one kept on dev, which a
+    search may have passed before it stopped."""
+    return [RestartCheck(result.config.seed, result.prompt_text, result.best_dev_exact_match,
+                         result.stopped_by,
+                         check_neighbourhood(lm, parse_template(result.template), facts,
+                                             result.slot_ids, allowed, k=k,
+                                             precision=result.config.precision))
+            for result in results]
