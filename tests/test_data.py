@@ -192,7 +192,7 @@ def test_best_over_accepted_objects_per_fact(tiny, monkeypatch):
     # byte, log-probability = minus that byte.
     seen_rows = []
 
-    def fake_scores(lm, batch, prompt=None, slot_ids=None, precision="fp32"):
+    def fake_scores(lm, batch, prompt=None, slot_ids=None, precision="fp32", deep_prompt=None):
         letter = batch.target_ids[:, 1]  # (B,) after the leading space token
         seen_rows.append(batch.size)
         return Scores(-letter.float(), letter == tiny.tokenizer.convert_tokens_to_ids("a"),
