@@ -406,3 +406,50 @@ def test_the_old_study_keys_survive_the_new_fields():
     if not loaded.records and loaded.stale == 0:
         pytest.skip("the course's study has no results in this checkout")
     assert loaded.stale == 0 and len(loaded.records) == len(study.plan(config))
+
+
+REFERENCE = TINY_STUDY | {
+    "name": "tiny_reference",
+    "templates": {"prepend": "[P][P] {manual}"},
+    "lora": {"r": 2},
+    "arms": [{"name": "deep", "relations": ["capital_of"], "methods": ["prefix", "lstm"],
+              "seeds": [0], "templates": ["prepend"]},
+             {"name": "reference", "relations": ["capital_of"],
+              "methods": ["manual", "few_shot_1", "lora"], "seeds": [0, 1], "lr": [0.001]}],
+}
+
+
+def test_deep_prompts_few_shot_and_lora_runs(tmp_path):
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(REFERENCE))
+    config = study.StudyConfig.from_file(path)
+    assert [s.label for s in study.plan(config)] == [
+        "capital_of manual", "capital_of lstm seed=0 lr=0.003 steps=2 template=prepend",
+        "capital_of prefix seed=0 lr=0.003 steps=2 template=prepend",
+        "capital_of few_shot_1 seed=0", "capital_of lora seed=0 lr=0.001 steps=2",
+        "capital_of few_shot_1 seed=1", "capital_of lora seed=1 lr=0.001 steps=2"]
+    records = study.run_study(config, log=None)
+    by = {(r["method"], r["seed"]): r for r in records}
+    manual = by["manual", None]["template"]
+    assert by["prefix", 0]["template"] == f"[P][P] {manual}"
+    assert by["prefix", 0]["trainable_parameters"] == 2 * 64  # L x D on the tiny Llama
+    shot = by["few_shot_1", 0]
+    assert shot["prompt"].endswith(manual) and shot["prompt"].count("\n") == 1
+    assert by["few_shot_1", 1]["prompt"] != shot["prompt"]  # the seed picks the example
+    lora = by["lora", 0]
+    assert lora["config"]["r"] == 2 and lora["config"]["lr"] == 0.001
+    assert lora["target_modules"] == ["q_proj", "v_proj"] and lora["train_flops"] > 0
+    assert lora["dev_curve"]["exact_match"][0] == by["manual", None]["best_dev_exact_match"]
+    assert study.run_study(config, log=None) == []  # every key found again
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"templates": {"prepend": "[P] {manual} [P]"}}, "deep prompts are prefixes"),
+    ({"lora": {"seed": 1}}, "'lora' may not set 'seed'"),
+    ({"lora": {"r": 0}}, "r must be"),
+])
+def test_bad_reference_configs_are_refused(tmp_path, change, message):
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(REFERENCE | change))
+    with pytest.raises(ConfigError, match=message):
+        study.StudyConfig.from_file(path)

@@ -12,8 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptlib.deep_prompt import prefix_length
 from ptlib.discrete import SearchConfig
-from ptlib.errors import ConfigError
+from ptlib.encoders import ENCODERS
+from ptlib.errors import ConfigError, TemplateError
+from ptlib.lora import LoRAConfig
+from ptlib.template import INPUT, parse_template
 from ptlib.train_config import TrainConfig
 
 # method name -> what runs it: the manual baseline, a discrete search, or a TrainConfig's
@@ -27,8 +31,15 @@ SEARCHES = {"autoprompt": ("autoprompt", "token"), "random": ("random", "token")
 MANUAL_PLACEHOLDER = "{manual}"  # in a named template: the manual template chosen on dev
 TRAINED = {"free_normal": ("free", "normal"), "free_rescaled": ("free", "normal_rescaled"),
            "free_uniform": ("free", "uniform"), "free_vocab": ("free", "vocab"),
-           "lstm": ("lstm", None), "mlp": ("mlp", None)}
-METHODS = (MANUAL, *SEARCHES, *TRAINED)
+           "lstm": ("lstm", None), "mlp": ("mlp", None),
+           "prefix": ("prefix", None), "prefix_mlp": ("prefix_mlp", None)}
+# The reference rows, on the manual template chosen on dev: k solved train facts before it
+# (ptlib.few_shot; the seed picks them), and LoRA through PEFT (ptlib.lora; the study's
+# ``lora`` settings, its ``train`` steps, batch size and evaluation schedule).
+FEW_SHOT = {"few_shot_1": 1, "few_shot_3": 3, "few_shot_8": 8}
+LORA = "lora"
+METHODS = (MANUAL, *SEARCHES, *TRAINED, *FEW_SHOT, LORA)
+ON_MANUAL = (MANUAL, *FEW_SHOT, LORA)  # run on the manual template chosen on dev, no slots
 SEARCH_ITERATIONS = 1_000_000  # a search stops on its forward budget, never on this
 FILTERS = ("arm", "relation", "method", "seed", "lr", "steps", "template")  # ``only`` fields
 ARM_FIELDS = {"name", "relations", "methods", "seeds", "lr", "steps", "templates"}
@@ -71,6 +82,7 @@ class StudyConfig:
     search: dict = dataclasses.field(default_factory=dict)  # SearchConfig fields for searches
     search_budget: float = 1.0  # a search's forward cap, in training runs' forwards
     templates: dict = dataclasses.field(default_factory=dict)  # name -> another slot template
+    lora: dict = dataclasses.field(default_factory=dict)  # LoRAConfig fields (r, alpha, ...)
     description: str = ""
 
     def __post_init__(self):
@@ -87,6 +99,11 @@ class StudyConfig:
                                   f"{field_name!r}: the grid decides it")
         TrainConfig(**self.train)  # a bad field or value fails here, naming it
         SearchConfig(**self.search)
+        for field_name in ("seed", "steps", "lr"):
+            if field_name in self.lora:
+                raise ConfigError(f"study {self.name!r}: 'lora' may not set {field_name!r}: "
+                                  "the grid and 'train' decide it")
+        LoRAConfig(**self.lora)
         if not (isinstance(self.search_budget, int | float) and self.search_budget > 0):
             raise ConfigError(f"study {self.name!r}: search_budget must be a positive number, "
                               f"got {self.search_budget!r}")
@@ -108,8 +125,28 @@ class StudyConfig:
             if missing:
                 raise ConfigError(f"{where}: templates {sorted(missing)} are not among the "
                                   f"study's named templates {sorted(self.templates)}")
+            if any(ENCODERS[TRAINED[m][0]].deep for m in arm["methods"] if m in TRAINED):
+                self._check_prefix_templates(arm, where)
         if len(set(names)) != len(names):
             raise ConfigError(f"study {self.name!r}: arm names repeat: {names}")
+
+    def _check_prefix_templates(self, arm: dict, where: str) -> None:
+        """An arm with deep prompts runs on prefix templates only (``{manual}`` read as the
+        input it will be filled around)."""
+        for name in arm.get("templates") or [""]:
+            text = self.template_text(name).replace(MANUAL_PLACEHOLDER, INPUT)
+            try:
+                prefix_length(parse_template(text))
+            except TemplateError as err:
+                raise ConfigError(f"{where}: {err}") from err
+
+    def lora_config(self, seed: int, lr: float, steps: int) -> LoRAConfig:
+        """The LoRA run of the grid at ``seed``, ``lr`` and ``steps``: the study's ``lora``
+        settings, and from ``train`` the fields both kinds of run share (batch size,
+        evaluation schedule, patience, clipping, weight decay, precision)."""
+        shared = {f.name for f in dataclasses.fields(LoRAConfig)} & set(self.train)
+        fields = {k: self.train[k] for k in shared} | self.lora
+        return LoRAConfig(**fields | {"seed": seed, "lr": lr, "steps": steps})
 
     @classmethod
     def from_file(cls, path: str | Path) -> "StudyConfig":
@@ -171,12 +208,14 @@ def _normalise(config: StudyConfig, relation: str, method: str, seed: int, lr: f
     study's defaults where the arm gives none."""
     if method == MANUAL:
         return RunSpec(relation, method, None, None, None)
+    if method in FEW_SHOT:
+        return RunSpec(relation, method, seed, None, None)
     steps = int(steps) if steps is not None else config.steps
     if method in SEARCHES:
         start = SEARCHES[method][1]
         return RunSpec(relation, method, seed, None, steps, "" if start == "manual" else template)
     lr = float(lr) if lr is not None else config.lr
-    return RunSpec(relation, method, seed, lr, steps, template)
+    return RunSpec(relation, method, seed, lr, steps, "" if method == LORA else template)
 
 
 def _matches(spec: RunSpec, only: dict[str, list[str]]) -> bool:

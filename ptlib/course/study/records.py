@@ -8,6 +8,7 @@ partial last line: reading ignores it, and the runner cuts it off before it appe
 written by older ptlib versions are read with today's key names (``ptlib.legacy``).
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,7 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ptlib.course.study.config import (
+    FEW_SHOT,
+    LORA,
     MANUAL,
+    ON_MANUAL,
     SEARCH_ITERATIONS,
     SEARCHES,
     TRAINED,
@@ -25,6 +29,7 @@ from ptlib.course.study.config import (
 from ptlib.data import Fact, Task
 from ptlib.discrete import SearchConfig
 from ptlib.errors import ConfigError, DataError
+from ptlib.few_shot import SEPARATOR
 from ptlib.legacy import renamed
 from ptlib.train_config import TrainConfig
 
@@ -38,6 +43,12 @@ def resolved_config(config: StudyConfig, spec: RunSpec, task: Task) -> dict:
     """The full config that decides the run's outcome (what its key hashes)."""
     if spec.method == MANUAL:
         return {"choose_on": "dev", "templates": list(task.templates)}
+    if spec.method in FEW_SHOT:
+        return {"choose_on": "dev", "templates": list(task.templates),
+                "k": FEW_SHOT[spec.method], "seed": spec.seed, "separator": SEPARATOR,
+                "precision": TrainConfig(**config.train).precision}
+    if spec.method == LORA:
+        return dataclasses.asdict(config.lora_config(spec.seed, spec.lr, spec.steps))
     if spec.method in SEARCHES:
         train_batch = TrainConfig(**config.train).batch_size
         trained = 3 * spec.steps * train_batch  # forward + backward (two) per fact per step
@@ -54,9 +65,9 @@ def resolved_config(config: StudyConfig, spec: RunSpec, task: Task) -> dict:
 
 def run_key(config: StudyConfig, spec: RunSpec, task: Task) -> str:
     """What identifies a run: relation, its facts, method, model, template, resolved config."""
+    slots = None if spec.method in ON_MANUAL else config.template_text(spec.template)
     identity = {"relation": spec.relation, "task": facts_sha(task.facts),
-                "method": spec.method, "model": config.model,
-                "template": None if spec.method == MANUAL else config.template_text(spec.template),
+                "method": spec.method, "model": config.model, "template": slots,
                 "config": resolved_config(config, spec, task)}
     text = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ptlib.course.study.config import (
+    FEW_SHOT,
     FILTERS,
+    LORA,
     MANUAL,
     MANUAL_PLACEHOLDER,
     SEARCHES,
@@ -38,7 +40,10 @@ from ptlib.course.study.results import Study
 from ptlib.data import Fact, Task, load_task
 from ptlib.discrete import SearchConfig, best_manual_template, manual_start, search
 from ptlib.errors import ConfigError, DataError
+from ptlib.few_shot import few_shot
+from ptlib.flops import trainable_parameters
 from ptlib.hardware import machine_info
+from ptlib.lora import LoRAConfig, train_lora
 from ptlib.model import LM, load_lm
 from ptlib.objective import Evaluation, evaluate
 from ptlib.precision import resolve_precision
@@ -120,7 +125,41 @@ def _run_training(lm: LM, config: StudyConfig, spec: RunSpec, task: Task, resolv
     return {"template": template, "prompt": None,
             "best_dev_exact_match": result.best_dev_exact_match, "dev_curve": curve,
             "precision": result.precision,
+            "trainable_parameters": trainable_parameters(result.encoder),
             "test_result": result.evaluate(lm, task.split("test"))}
+
+
+def _run_few_shot(lm: LM, config: StudyConfig, spec: RunSpec, task: Task) -> dict:
+    """k solved train facts (chosen by the seed) before the manual template chosen on dev."""
+    precision, manual = _precision(lm, config), _chosen_manual(lm, config, task)
+    train_facts, k = task.split("train"), FEW_SHOT[spec.method]
+    dev = few_shot(lm, manual, train_facts, task.split("dev"), k, spec.seed,
+                   precision=precision)
+    test = few_shot(lm, manual, train_facts, task.split("test"), k, spec.seed,
+                    precision=precision)
+    curve = {"step": [0], "exact_match": [dev.evaluation.exact_match],
+             "nll": [dev.evaluation.nll]}
+    return {"template": manual, "prompt": test.template,
+            "best_dev_exact_match": dev.evaluation.exact_match, "dev_curve": curve,
+            "precision": precision, "context_tokens": test.context_tokens,
+            "trainable_parameters": 0, "test_result": test.evaluation}
+
+
+def _run_lora(lm: LM, config: StudyConfig, spec: RunSpec, task: Task, resolved: dict
+              ) -> dict:
+    """LoRA through PEFT on the manual template chosen on dev (``ptlib.lora``)."""
+    manual = _chosen_manual(lm, config, task)
+    lora = LoRAConfig(**resolved)
+    result = train_lora(lm, manual, task.split("train"), task.split("dev"), lora,
+                        test_facts=task.split("test"), show_progress=False)
+    history = result.history
+    curve = {"step": history.eval_step, "exact_match": history.dev_exact_match,
+             "nll": history.dev_nll, "best_step": result.best_step}
+    return {"template": manual, "prompt": None,
+            "best_dev_exact_match": result.best_dev_exact_match, "dev_curve": curve,
+            "precision": lora.precision, "target_modules": list(result.target_modules),
+            "trainable_parameters": result.trainable_parameters,
+            "train_flops": result.train_flops, "test_result": result.test}
 
 
 def run_one(lm: LM, config: StudyConfig, spec: RunSpec, task: Task) -> dict:
@@ -132,6 +171,10 @@ def run_one(lm: LM, config: StudyConfig, spec: RunSpec, task: Task) -> dict:
         outcome = _run_manual(lm, config, task)
     elif spec.method in SEARCHES:
         outcome = _run_search(lm, config, spec, task, resolved)
+    elif spec.method in FEW_SHOT:
+        outcome = _run_few_shot(lm, config, spec, task)
+    elif spec.method == LORA:
+        outcome = _run_lora(lm, config, spec, task, resolved)
     else:
         outcome = _run_training(lm, config, spec, task, resolved)
     wall = time.perf_counter() - started
