@@ -238,12 +238,21 @@ def verdict(comparison: Difference | SpreadRatio, name_a: str, name_b: str, *,
     return _spread_verdict(comparison, name_a, name_b)
 
 
+def too_few_seeds(name_a: str, name_b: str, means: tuple[float, float], n_seeds: int,
+                  n_facts: int, unit: str = "EM", comparison: Difference | None = None
+                  ) -> Verdict:
+    """The verdict below MIN_SEEDS seeds (one seed included): the two means, no interval."""
+    seeds = f"{n_seeds} seed" + ("s" if n_seeds != 1 else "")
+    return Verdict(Outcome.TOO_FEW_SEEDS, None, f"no verdict from {seeds}: {name_a} "
+                   f"{means[0]:.3f} {unit} vs {name_b} {means[1]:.3f} {unit} on {n_facts} "
+                   f"facts ({means[0] - means[1]:+.2f}); a verdict needs at least {MIN_SEEDS} "
+                   "seeds", None, comparison)
+
+
 def _difference_verdict(c: Difference, name_a: str, name_b: str, unit: str) -> Verdict:
     if c.n_seeds < MIN_SEEDS:
-        return Verdict(Outcome.TOO_FEW_SEEDS, None, f"no verdict from {c.n_seeds} seeds: "
-                       f"{name_a} {c.mean_a:.3f} {unit} vs {name_b} {c.mean_b:.3f} {unit} on "
-                       f"{c.n_facts} facts ({c.difference:+.2f}); a verdict needs at least "
-                       f"{MIN_SEEDS} seeds", None, c)
+        return too_few_seeds(name_a, name_b, (c.mean_a, c.mean_b), c.n_seeds, c.n_facts,
+                             unit, c)
     def claim(value: float, low: float, high: float) -> str:
         return (f"{value:+.2f} {unit} ({c.confidence:.0%} CI {low:+.2f} to {high:+.2f}; "
                 f"{c.n_seeds} seeds x {c.n_facts} facts)")

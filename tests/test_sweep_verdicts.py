@@ -52,7 +52,8 @@ def test_compare_refuses_unpaired_seeds_and_speaks_plainly_about_one(runs):
     one = sweep.compare(runs["vocab"][:1], runs["normal"][:1], "a", "b")
     assert one.outcome is stats.Outcome.TOO_FEW_SEEDS and one.winner is None
     assert one.seeds_needed is None
-    assert "an interval needs at least 2 seeds" in one.text and "on 4 facts" in one.text
+    assert one.text.startswith("no verdict from 1 seed:") and "on 4 facts" in one.text
+    assert "a verdict needs at least 5 seeds" in one.text
     with pytest.raises(ConfigError, match="carry no per-fact test outcomes"):
         sweep.outcomes([dataclasses.replace(runs["vocab"][0], test_exact=[])])
 

@@ -217,18 +217,16 @@ def compare(a: Runs, b: Runs, name_a: str, name_b: str, *, spread: bool = False,
     ``a`` and ``b`` are lists of ``SeedRun`` (their seeds must match, in order) or (S, F)
     outcome matrices. By default the verdict is on the difference in mean EM
     (``stats.paired_difference``); with ``spread=True`` on the ratio of seed standard
-    deviations (``stats.sd_ratio``: which is steadier). With a single seed no interval can be
-    had: the verdict says so and gives the two means.
+    deviations (``stats.sd_ratio``: which is steadier). Below ``stats.MIN_SEEDS`` seeds (one
+    seed included) the verdict gives the two means and no interval.
     """
     (matrix_a, seeds_a), (matrix_b, seeds_b) = _matrix(a, name_a), _matrix(b, name_b)
     if seeds_a is not None and seeds_b is not None and seeds_a != seeds_b:
         raise ConfigError(f"{name_a} ran seeds {seeds_a} but {name_b} ran {seeds_b}: a paired "
                           "verdict needs the same seeds")
     if matrix_a.ndim == 2 and matrix_a.shape == matrix_b.shape and matrix_a.shape[0] == 1:
-        return stats.Verdict(stats.Outcome.TOO_FEW_SEEDS, None, f"no verdict from one seed: "
-                             f"{name_a} {matrix_a.mean():.3f} {unit} vs {name_b} "
-                             f"{matrix_b.mean():.3f} {unit} on {matrix_a.shape[1]} facts; an "
-                             "interval needs at least 2 seeds", None)
+        return stats.too_few_seeds(name_a, name_b, (matrix_a.mean(), matrix_b.mean()), 1,
+                                   matrix_a.shape[1], unit)
     if spread:
         return stats.verdict(stats.sd_ratio(matrix_a, matrix_b), name_a, name_b)
     return stats.verdict(stats.paired_difference(matrix_a, matrix_b), name_a, name_b,
