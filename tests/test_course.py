@@ -41,8 +41,8 @@ def small_notebook(path, outputs=True):
 
 def test_the_course_notebooks_are_found_in_order():
     names = [path.name for path in course.course_notebooks(NOTEBOOKS)]
-    assert names == sorted(names) and len(names) >= 7
-    assert names[0].startswith("00_") and names[-1].startswith("06_")
+    assert names == sorted(names) and len(names) >= 8
+    assert names[0].startswith("00_") and names[-1].startswith("07_")
 
 
 def test_an_unknown_parameter_is_an_error(tmp_path):

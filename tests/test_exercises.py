@@ -16,6 +16,7 @@ import ptlib
 from ptlib import discrete, proposers
 from ptlib.course import exercises
 from ptlib.course.exercises import ExerciseFailed
+from ptlib.deep_prompt import deep_shape
 from ptlib.template import encode_target, parse_template
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -426,6 +427,52 @@ def test_06_values(tiny):
     assert exercises.check_prompt_bytes(9 * tiny.width * 4, text, tiny.width)
     fails(exercises.check_prompt_bytes, 9 * tiny.width * 2, text, tiny.width)
     assert exercises.check_prompt_bytes(None, text, tiny.width) is False
+
+
+# ------------------------------------------------------------------ 07
+
+
+def test_07_split_deep_prompt(tiny):
+    split = solutions("07")["split_deep_prompt"]
+    shape = deep_shape(tiny.model)
+    prompt = torch.randn(3, shape.width, generator=torch.Generator().manual_seed(0))  # (L, D)
+    check = exercises.check_split_deep_prompt
+    args = (prompt, shape.layers, shape.kv_heads, shape.head_dim)
+    assert check(split, *args) is True
+    assert check(placeholder, *args) is False
+
+    def swapped(*a):  # values where the keys go
+        return [(values, keys) for keys, values in split(*a)]
+
+    def all_keys_first(prompt, layers, kv_heads, head_dim):  # [K_0 .. K_n, V_0 .. V_n]
+        blocks = prompt.reshape(prompt.shape[0], 2, layers, kv_heads, head_dim)
+        blocks = blocks.permute(1, 2, 3, 0, 4)  # (2, layers, h, L, hd)
+        return [(blocks[0, layer], blocks[1, layer]) for layer in range(layers)]
+
+    def heads_last(*a):  # (L, h, hd): the virtual tokens not moved behind the heads
+        return [(k.transpose(0, 1), v.transpose(0, 1)) for k, v in split(*a)]
+
+    fails(check, swapped, *args, match="layer 0's keys tensor .* differs")
+    fails(check, all_keys_first, *args, match="differ")
+    fails(check, heads_last, *args, match="has shape")
+    fails(check, lambda *a: split(*a)[:-1], *args, match="pairs for")
+    fails(check, lambda *a: 3, *args, match="list of")
+
+
+def test_07_values(tiny):
+    encoder = ptlib.build_encoder("prefix_mlp", 3, tiny.embeddings, seed=1,
+                                  deep_shape=deep_shape(tiny.model))
+    count = sum(p.numel() for p in encoder.parameters())
+    assert exercises.check_prefix_mlp_size(count, tiny, 3) is True
+    fails(exercises.check_prefix_mlp_size, 3 * deep_shape(tiny.model).width, tiny, 3)
+    assert exercises.check_prefix_mlp_size(None, tiny, 3) is False
+    modules = ("q_proj", "k_proj", "v_proj", "o_proj")
+    for targets in (None, modules):
+        adapted, _ = ptlib.lora.adapt(tiny, ptlib.LoRAConfig(r=8, target_modules=targets))
+        peft_count = sum(p.numel() for p in adapted.model.parameters() if p.requires_grad)
+        assert exercises.check_lora_size(peft_count, tiny, r=8, targets=targets) is True
+    fails(exercises.check_lora_size, peft_count // 2, tiny, r=8, targets=modules)
+    assert exercises.check_lora_size(None, tiny, r=8) is False
 
 
 def test_a_wrong_answer_never_shows_the_reference():

@@ -113,3 +113,22 @@ def test_embedded_model_knows_things(smol, prompt, answer):
                                   do_sample=False, pad_token_id=smol.tokenizer.pad_token_id)
     text = smol.tokenizer.decode(out[0, ids.shape[1]:])
     assert text.startswith(answer), text
+
+
+def test_a_cache_from_an_older_ptlib_loses_its_quantization_record(monkeypatch, tmp_path):
+    """The dequantised cache once kept the GGUF ``quantization_config``, so every model loaded
+    from it counted as quantized and PEFT's LoRA refused it: the record is dropped on use."""
+    folder = tmp_path / ptlib.model.DEFAULT_MODEL
+    folder.mkdir()
+    gguf = {"quant_method": "gguf", "dequantize": False, "gguf_file": "x.gguf"}
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama",
+                                                    "quantization_config": gguf}))
+    monkeypatch.setenv(ptlib.model.CACHE_ENV, str(tmp_path))
+    assert ptlib.model.embedded_model_dir() == folder
+    assert json.loads((folder / "config.json").read_text()) == {"model_type": "llama"}
+
+
+@pytest.mark.slow
+def test_the_embedded_model_is_not_quantized_so_lora_adapts_it(smol):
+    assert not getattr(smol.model, "is_quantized", False)
+    assert not hasattr(smol.model.config, "quantization_config")

@@ -88,6 +88,7 @@ def every_figure():
             {"task": "b", "method": "x", "mean": 0.5}]),
         "study_strip": study_plots.study_strip(STUDY_ROWS),
         "compute_to_quality": study_plots.compute_to_quality(CURVES),
+        "prompt_length_plot": study_plots.prompt_length_plot(LENGTH_ROWS),
     }
 
 
@@ -104,6 +105,14 @@ STUDY_ROWS = [  # as ptlib.course.study.Study.summary_rows gives them
      "low": 0.16, "high": 0.38},
     {"relation": "antonym", "method": "lstm", "seed_means": [0.8, 0.9], "mean": 0.85,
      "low": 0.7, "high": 0.95}]
+
+LENGTH_ROWS = [  # as ptlib.course.study.Study.length_rows gives them
+    {"relation": relation, "method": method, "length": length, "seed_means": [m - 0.05, m + 0.05],
+     "mean": m, "low": m - 0.1, "high": m + 0.1,
+     "trainable_parameters": None if method == "free_rescaled" and length == 1 else length * width}
+    for relation in ("capital_of", "antonym")
+    for method, width, base in (("prefix", 11_520, 0.5), ("free_rescaled", 576, 0.3))
+    for length, m in ((1, base), (3, base + 0.1), (10, base + 0.2))]
 
 
 @pytest.fixture(scope="module")

@@ -441,6 +441,17 @@ def test_deep_prompts_few_shot_and_lora_runs(tmp_path):
     assert lora["target_modules"] == ["q_proj", "v_proj"] and lora["train_flops"] > 0
     assert lora["dev_curve"]["exact_match"][0] == by["manual", None]["best_dev_exact_match"]
     assert study.run_study(config, log=None) == []  # every key found again
+    loaded = study.Study.load(config)  # the labels the course's claims use read these runs
+    for label, method, count in [("prefix template=prepend", "prefix", 1),
+                                 ("lstm template=prepend", "lstm", 1),
+                                 ("few_shot_1", "few_shot_1", 2), ("lora lr=0.001", "lora", 2)]:
+        chosen = loaded.select("capital_of", label)
+        assert [r["method"] for r in chosen] == [method] * count, label
+    assert loaded.select("capital_of", "lstm") == []  # on the study's template: not run here
+    assert loaded.prefix_templates() == {"prepend": 2}
+    rows = loaded.length_rows(["prefix"])
+    assert [(row["length"], row["trainable_parameters"]) for row in rows] == [(2, 2 * 64)]
+    assert "lora lr=0.001" in loaded.cost_table(["few_shot_1", "lora lr=0.001"])
 
 
 @pytest.mark.parametrize("change, message", [

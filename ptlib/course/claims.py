@@ -1,10 +1,12 @@
 """The notes' claims that the course's study decides, keyed by what they claim.
 
-Each ``Claim`` compares two method labels of the study (a method with, optionally, ``lr=...``
-and ``steps=...``) on every relation: a difference in mean exact match, or with ``spread`` a
-ratio of seed standard deviations. A notebook names the claims it discusses by id
-(``course_verdicts(["random_init_level", "random_init_spread"])``), so inserting a notebook
-renames nothing here.
+Each ``Claim`` compares two method labels of the study (a method with, optionally, ``lr=...``,
+``steps=...`` and ``template=NAME``, see ``Study.select``) on every relation: a difference in
+mean exact match, or with ``spread`` a ratio of seed standard deviations. A notebook names the
+claims it discusses by id (``course_verdicts(["random_init_level", "random_init_spread"])``),
+so inserting a notebook renames nothing here. The claims on deep prompts and the reference rows
+need the arms of the second study: a notebook reads them with
+``course_verdicts([...], config="studies/course_study_v2.json")``.
 """
 
 import functools
@@ -62,6 +64,34 @@ CLAIMS = {
     "lstm_vs_mlp": Claim("the LSTM against the MLP", "lstm", "mlp"),
     "lstm_vs_manual": Claim("the LSTM against the manual template chosen on dev",
                             "lstm", "manual"),
+    # The second study's arms (issue 26): deep prompts on the same prepend template as
+    # input-layer prompts ([P] x 3 before the manual template chosen on dev), and the reference
+    # rows a practitioner compares against (LoRA at its own lr; k-shot prompting).
+    "deep_prefix_vs_free": Claim(
+        "deep prompts: a deep prefix (P-Tuning v2) against token-sized input vectors, both "
+        "[P] x 3 before the manual template", "prefix template=prepend_3",
+        "free_rescaled template=prepend_3"),
+    "deep_prefix_vs_lstm": Claim(
+        "deep prompts: a deep prefix against P-Tuning's LSTM, both [P] x 3 before the manual "
+        "template", "prefix template=prepend_3", "lstm template=prepend_3"),
+    "prefix_mlp_vs_prefix": Claim(
+        "prefix tuning's reparameterisation, level: the MLP-generated deep prefix against the "
+        "deep prefix trained directly", "prefix_mlp template=prepend_3",
+        "prefix template=prepend_3"),
+    "prefix_mlp_vs_prefix_spread": Claim(
+        "prefix tuning's reparameterisation, spread: the MLP-generated deep prefix against the "
+        "deep prefix trained directly", "prefix_mlp template=prepend_3",
+        "prefix template=prepend_3", spread=True),
+    "lora_vs_lstm": Claim(
+        "the fine-tuning reference: LoRA on the manual template against P-Tuning's LSTM",
+        "lora lr=0.001", "lstm"),
+    "lora_vs_manual": Claim("LoRA against the manual template chosen on dev",
+                            "lora lr=0.001", "manual"),
+    "few_shot_vs_manual": Claim(
+        "few-shot prompting: 8 solved train facts before the manual template against the "
+        "manual template alone", "few_shot_8", "manual"),
+    "few_shot_vs_lora": Claim("few-shot prompting (8 solved train facts) against LoRA",
+                              "few_shot_8", "lora lr=0.001"),
 }
 
 
@@ -133,13 +163,25 @@ def claim_tally(verdicts: list[ClaimVerdict]) -> str:
     return "\n".join(lines)
 
 
-def course_study(root: str | Path | None = None) -> Study | None:
-    """The course's study as its files are now (``course_root(root)``); None when its config is
-    not there. Loaded once per state of the results file, so a notebook's cells share one
-    read."""
+def study_path(root: str | Path | None = None, config: str | Path | None = None
+               ) -> Path | None:
+    """Where a study config is: ``config`` (a relative path: to the course's root), by default
+    the course's study ``COURSE_STUDY``; None when the course's root cannot be found for it."""
+    if config is not None and Path(config).is_absolute():
+        return Path(config)
     try:
-        path = course_root(root) / COURSE_STUDY
+        return course_root(root) / (COURSE_STUDY if config is None else Path(config))
     except ConfigError:
+        return None
+
+
+def course_study(root: str | Path | None = None, config: str | Path | None = None
+                 ) -> Study | None:
+    """The course's study as its files are now (``course_root(root)``), or the study whose
+    config is at ``config`` (relative paths: to the course's root); None when the config is not
+    there. Loaded once per state of the results file, so a notebook's cells share one read."""
+    path = study_path(root, config)
+    if path is None:
         return None
     if not path.exists():
         return None
@@ -148,15 +190,16 @@ def course_study(root: str | Path | None = None) -> Study | None:
     return _study_as_of(path, stamp)
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=2)
 def _study_as_of(path: Path, stamp: tuple | None) -> Study:
     return Study.load(path)
 
 
-def course_rows(root: str | Path | None = None) -> list[dict]:
-    """``Study.summary_rows()`` of the course's study (for ``plots.study_strip``); empty when
-    its config or results are not here."""
-    study = course_study(root)
+def course_rows(root: str | Path | None = None, config: str | Path | None = None
+                ) -> list[dict]:
+    """``Study.summary_rows()`` of the course's study, or of the study config at ``config``
+    (for ``plots.study_strip``); empty when its config or results are not here."""
+    study = course_study(root, config)
     return study.summary_rows() if study is not None else []
 
 
@@ -173,16 +216,26 @@ def study_note(study: Study | None) -> str:
             f"{len(plan(study.config))} planned runs recorded.")
 
 
-def course_verdicts(claim_ids: list[str] | None = None, root: str | Path | None = None) -> str:
-    """What the course's study says, as text for a notebook cell: for the named claims, or
-    with None the relation x method table and every claim, a tally over relations and then
-    each verdict. Says so instead when the study config or its results are not here."""
-    study = course_study(root)
+def course_verdicts(claim_ids: list[str] | None = None, root: str | Path | None = None,
+                    config: str | Path | None = None) -> str:
+    """What the course's study (or the study config at ``config``) says, as text for a
+    notebook cell: for the named claims, or with None the relation x method table and every
+    claim, a tally over relations and then each verdict. Claims with no runs on any relation
+    are named on one line. Says so instead when the study config or its results are not
+    here."""
+    study = course_study(root, config)
     header = study_note(study)
     if study is None or not study.records:
         return header
     verdicts = claim_verdicts(study, claim_ids)
+    run = {item.claim_id for item in verdicts if item.verdict is not None}
+    absent = [claim_id for claim_id in dict.fromkeys(item.claim_id for item in verdicts)
+              if claim_id not in run]
+    verdicts = [item for item in verdicts if item.claim_id in run]
     table = "" if claim_ids is not None else f"{study.summary_table()}\n\n"
+    tally = claim_tally(verdicts) or "none of these claims run yet"
+    if absent:
+        tally += f"\n- not in this study yet (no runs of their methods): {', '.join(absent)}"
     detail = format_claims(verdicts) or "none of these claims run yet"
-    return (f"{header}\n{table}Over the relations:\n{claim_tally(verdicts)}\n\n"
+    return (f"{header}\n{table}Over the relations:\n{tally}\n\n"
             f"Relation by relation:\n{detail}")

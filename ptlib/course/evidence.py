@@ -4,9 +4,10 @@
 the comparison, its estimate and 95% interval, seeds x facts and the ``stats.Outcome``, plus,
 for a claim compared on two or more relations, a row pooled over them. Rows with no verdict
 (an arm not in the study, fewer than ``stats.MIN_SEEDS`` seeds, a spread at the floor) are kept
-with the reason. ``course_evidence`` reads the course's study and returns an ``EvidenceTable``,
-which a notebook shows as one HTML table and prints as one sentence per claim
-(``claim_summaries``); ``forest_plot`` draws the rows.
+with the reason. ``course_evidence`` reads the course's study (or another study config) and
+returns an ``EvidenceTable``, which a notebook shows as one HTML table and prints as one
+sentence per claim (``claim_summaries``); ``forest_plot`` draws the rows that carry numbers
+(``comparable``).
 
 Pooling. ``ptlib.stats`` compares one pair of (S, F) outcome matrices; it has no notion of
 relations. A pooled row puts each relation's paired matrices side by side along the facts axis,
@@ -37,7 +38,6 @@ from ptlib.course.claims import (
     course_study,
     study_note,
 )
-from ptlib.course.paths import course_root
 from ptlib.course.plots import _legend_outside
 from ptlib.course.runs import compare
 from ptlib.course.study import Study
@@ -151,11 +151,7 @@ def course_evidence(claim_ids: list[str] | None = None, config: str | Path | Non
     (``claims.course_study(root)``), or from the study config at ``config`` (relative paths:
     to the course's root). Without a study config or results here, a table with no rows whose
     heading says why."""
-    if config is None:
-        study = course_study(root)
-    else:
-        path = Path(config)
-        study = Study.load(path if path.is_absolute() else course_root(root) / path)
+    study = course_study(root, config)
     heading = study_note(study)
     if study is None or not study.records:
         return EvidenceTable([], heading)
@@ -255,6 +251,12 @@ def _html_row(row: EvidenceRow, span: int) -> str:
 
 
 # ---- the forest plot ----
+
+def comparable(rows: list[EvidenceRow]) -> list[EvidenceRow]:
+    """The rows that carry numbers (an estimate and its interval): what ``forest_plot``
+    draws. Empty while the study has no runs of the claims' methods."""
+    return [row for row in rows if not math.isnan(row.estimate)]
+
 
 def forest_plot(rows: list[EvidenceRow]):
     """Each row with numbers as a horizontal line, top to bottom in row order: the estimate as

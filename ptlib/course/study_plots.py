@@ -1,10 +1,12 @@
-"""Figures of the course's study: every seed of every (relation, method) cell, and how much
-compute each method spends to reach its dev quality."""
+"""Figures of the course's study: every seed of every (relation, method) cell, how much
+compute each method spends to reach its dev quality, and test EM against the prompt's length
+and trainable parameters."""
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ptlib.course.plots import EXACT_MATCH
+from ptlib.course.plots import EXACT_MATCH, MARKERS, _legend_outside
+from ptlib.errors import ConfigError
 
 
 def study_strip(rows: list[dict]):
@@ -77,3 +79,61 @@ def compute_to_quality(curves: dict[str, dict[str, Curves]]):
     fig.suptitle("Compute to quality: dev exact match against forward passes spent")
     fig.tight_layout()
     return fig
+
+
+def prompt_length_plot(rows: list[dict]):
+    """Test EM against the prompt's length and its cost: one row of panels per relation, on
+    the left against L virtual tokens, on the right against the trainable parameters a run
+    updates, both on log axes. One colour and marker per method: a hollow dot per seed, the
+    mean joined across lengths, its 95% interval as a bar. ``rows``:
+    ``Study.length_rows(...)`` (rows without a recorded parameter count are left out of the
+    right panel). Returns the Figure."""
+    if not rows:
+        raise ConfigError("prompt_length_plot: no rows to draw (the study has no runs of "
+                          "these methods on its prefix templates yet)")
+    relations = list(dict.fromkeys(row["relation"] for row in rows))
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    lengths = sorted({row["length"] for row in rows})
+    fig, axes = plt.subplots(len(relations), 2, figsize=(10, 3.2 * len(relations)),
+                             sharey=True, squeeze=False)
+    for (left, right), relation in zip(axes, relations, strict=True):
+        for index, method in enumerate(methods):
+            mine = sorted((row for row in rows
+                           if (row["relation"], row["method"]) == (relation, method)),
+                          key=lambda row: row["length"])
+            style = {"color": f"C{index}", "marker": MARKERS[index % len(MARKERS)]}
+            _length_series(left, mine, "length", style, method)
+            _length_series(right, [row for row in mine
+                                   if row["trainable_parameters"] is not None],
+                           "trainable_parameters", style, method)
+        left.set_xscale("log")
+        left.set_xticks(lengths, [str(length) for length in lengths])
+        left.minorticks_off()
+        left.set_xlabel("prompt length L (virtual tokens, log scale)")
+        left.set_ylabel(f"{relation}\ntest {EXACT_MATCH}", fontsize=8)
+        left.set_ylim(-0.02, 1.02)
+        right.set_xscale("log")
+        right.set_xlabel("trainable parameters (log scale)")
+    _legend_outside(axes[0][1], title="method")
+    fig.suptitle("Test EM against prompt length and trainable parameters "
+                 "(circles: seeds; line: mean; bars: 95% interval)")
+    fig.tight_layout()
+    return fig
+
+
+def _length_series(ax, rows: list[dict], x: str, style: dict, label: str) -> None:
+    """One method on one panel: each seed, the mean line over ``x``, the intervals."""
+    if not rows:
+        return
+    xs = np.array([float(row[x]) for row in rows])  # (N,)
+    for value, row in zip(xs, rows, strict=True):
+        seeds = row["seed_means"]
+        spread = value * np.exp(0.06 * (np.arange(len(seeds)) - (len(seeds) - 1) / 2)
+                                / max(1, len(seeds) - 1))  # side by side on the log axis
+        ax.plot(spread, seeds, style["marker"], color=style["color"], markersize=3,
+                markerfacecolor="none", alpha=0.6)
+    means = np.array([row["mean"] for row in rows])
+    errors = np.array([[row["mean"] - row["low"] for row in rows],
+                       [row["high"] - row["mean"] for row in rows]])  # (2, N)
+    ax.errorbar(xs, means, yerr=errors, color=style["color"], marker=style["marker"],
+                markersize=6, capsize=3, linewidth=1.5, label=label)

@@ -18,6 +18,11 @@ notebook can be inserted or renumbered without touching them. Worked solutions l
 """
 
 from ptlib.course.exercises.core import ExerciseFailed
+from ptlib.course.exercises.deep_prompts import (
+    check_lora_size,
+    check_prefix_mlp_size,
+    check_split_deep_prompt,
+)
 from ptlib.course.exercises.discrete_problem import (
     check_googol_length,
     check_path,
@@ -63,14 +68,17 @@ __all__ = [
     "check_h0",
     "check_hotflip",
     "check_local_optimum",
+    "check_lora_size",
     "check_lstm_encoder",
     "check_lstm_size",
     "check_majority",
     "check_moved_positions",
     "check_path",
+    "check_prefix_mlp_size",
     "check_prompt_bytes",
     "check_rescaled_init",
     "check_snap",
+    "check_split_deep_prompt",
     "check_target_length",
     "check_target_scores",
     "check_template_exact_match",

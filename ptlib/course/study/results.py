@@ -2,8 +2,12 @@
 
 ``Study.matrices`` gives the (S, F) outcome matrices of ``ptlib.stats`` for methods of one
 relation on their common seeds, ``compare`` the verdict, and ``summary_table`` the relation x
-method table of mean EM with intervals. A method label is a method with, optionally,
-``lr=...`` and ``steps=...`` (default: the study's training settings).
+method table of mean EM with intervals; ``cost_table`` adds what each method trains and
+spends, ``length_rows`` reads prompts of several lengths L (the study's prefix templates,
+``[P]`` x L before the manual template), and ``arms_note`` says which arms have no rows yet. A
+method label is a method with, optionally, ``lr=...``, ``steps=...`` (default: the study's
+training settings) and ``template=NAME`` (one of the study's named templates; default: its
+``template``).
 """
 
 from pathlib import Path
@@ -12,10 +16,14 @@ import numpy as np
 
 from ptlib import stats
 from ptlib.course.runs import compare
-from ptlib.course.study.config import METHODS, StudyConfig, plan
+from ptlib.course.study.config import MANUAL_PLACEHOLDER, METHODS, StudyConfig, plan
 from ptlib.course.study.records import read_results, run_key
 from ptlib.data import load_task
-from ptlib.errors import ConfigError, DataError
+from ptlib.deep_prompt import prefix_length
+from ptlib.errors import ConfigError, DataError, TemplateError
+from ptlib.template import INPUT, parse_template
+
+MAKE_STUDY = "make study"  # the command that runs the course's (second) study, resuming
 
 
 def _parse_label(label: str) -> tuple[str, dict]:
@@ -41,7 +49,9 @@ class Study:
     def __init__(self, config: StudyConfig, records: list[dict]):
         self.config = config
         tasks = {name: load_task(name) for name in {s.relation for s in plan(config)}}
-        keys = {run_key(config, spec, tasks[spec.relation]) for spec in plan(config)}
+        self.planned = [(spec, run_key(config, spec, tasks[spec.relation]))
+                        for spec in plan(config)]  # every run of the plan, with its key
+        keys = {key for _, key in self.planned}
         self.records = [record for record in records if record["key"] in keys]
         self.stale = len(records) - len(self.records)  # lines of an older config or data
 
@@ -119,8 +129,10 @@ class Study:
     def summary_rows(self, labels: list[str] | None = None) -> list[dict]:
         """One row per (relation, method label) with runs: mean test EM, its 95% interval
         (``stats.paired_difference`` against zero: seeds and facts resampled), seed sd, number
-        of seeds and each seed's EM (``seed_means``, for a strip plot). ``labels`` default to
-        the methods at the study's defaults."""
+        of seeds and each seed's EM (``seed_means``, for a strip plot), and what the records
+        say the method costs (``trainable_parameters``, ``train_flops``: the mean over the
+        records that carry it, None when none does). ``labels`` default to the methods at the
+        study's defaults."""
         relations = list(dict.fromkeys(r["relation"] for r in self.records))
         labels = labels or [m for m in METHODS if any(r["method"] == m for r in self.records)]
         rows = []
@@ -141,7 +153,9 @@ class Study:
                              else 0.0, "facts": matrix.shape[1],
                              "seed_means": [float(np.mean(r["test"]["exact"])) for r in records],
                              "wall_seconds": float(np.mean([r["wall_seconds"]
-                                                            for r in records]))})
+                                                            for r in records])),
+                             "trainable_parameters": _recorded(records, "trainable_parameters"),
+                             "train_flops": _recorded(records, "train_flops")})
         return rows
 
     def summary_table(self, labels: list[str] | None = None) -> str:
@@ -162,5 +176,104 @@ class Study:
         return "\n".join(lines)
 
 
-# The notes' claims the course's study decides, by the notebook that discusses each:
-# (claim, method label A, label B, spread). A label is a method with, optionally, lr=... and
+    def cost_table(self, labels: list[str]) -> str:
+        """The reference-rows table: per relation and method label, mean test EM with its 95%
+        interval, then the trainable parameters and training FLOPs the records hold ("-" where
+        none does), as text."""
+        rows = self.summary_rows(labels)
+        if not rows:
+            return (f"study {self.config.name}: no runs yet of these {len(labels)} method "
+                    f"labels ({labels[0]!r}{', ...' if len(labels) > 1 else ''})")
+        width = max(len("method"), *(len(row["method"]) for row in rows))
+        lines = [f"{'relation':18s} {'method':{width}s} seeds  mean EM  95% interval    "
+                 "trainable  train FLOPs"]
+        for row in rows:
+            seeds = "-" if row["seeds"] == 0 else str(row["seeds"])
+            lines.append(f"{row['relation']:18s} {row['method']:{width}s} {seeds:>5s}  "
+                         f"{row['mean']:7.3f}  [{row['low']:.3f}, {row['high']:.3f}]  "
+                         f"{_count(row['trainable_parameters']):>11s}  "
+                         f"{_flops(row['train_flops']):>11s}")
+        lines.append("(trainable: parameters a run updates; train FLOPs: its optimizer steps, "
+                     "dev evaluations not counted; '-': not recorded)")
+        return "\n".join(lines)
+
+    def prefix_templates(self) -> dict[str, int]:
+        """The study's named templates that put every slot before the text (``[P]`` x L
+        before the manual template), each with its L, shortest first."""
+        found = {}
+        for name, text in self.config.templates.items():
+            try:
+                found[name] = prefix_length(parse_template(
+                    text.replace(MANUAL_PLACEHOLDER, INPUT)))
+            except TemplateError:
+                continue
+        return dict(sorted(found.items(), key=lambda item: item[1]))
+
+    def length_rows(self, methods: list[str], relations: list[str] | None = None
+                    ) -> list[dict]:
+        """``summary_rows`` of each method on each prefix template (``prefix_templates``),
+        one row per (relation, method, L) with runs, each also holding ``label`` (what
+        ``select`` read), ``method`` (the plain method), ``template`` and ``length`` (L).
+        ``relations`` default to every relation with runs."""
+        lengths = self.prefix_templates()
+        labels = {f"{method} template={name}": (method, name, length)
+                  for method in methods for name, length in lengths.items()}
+        rows = []
+        for row in self.summary_rows(list(labels)):
+            if relations is not None and row["relation"] not in relations:
+                continue
+            method, name, length = labels[row["method"]]
+            rows.append(row | {"label": row["method"], "method": method, "template": name,
+                               "length": length})
+        return rows
+
+    def arm_progress(self) -> dict[str, tuple[int, int]]:
+        """Each arm's (runs recorded, runs planned); a run two arms share counts in both."""
+        done = {record["key"] for record in self.records}
+        progress = {arm["name"]: [0, 0] for arm in self.config.arms}
+        for spec, key in self.planned:
+            for arm in spec.arms:
+                progress[arm][0] += key in done
+                progress[arm][1] += 1
+        return {arm: (recorded, planned) for arm, (recorded, planned) in progress.items()}
+
+    def arms_note(self, arms: list[str]) -> str:
+        """One line on the named arms: those with no rows yet and those partly run, with the
+        command that runs them; or that every run of them is recorded. ``ConfigError`` for
+        an arm the study does not have."""
+        progress = self.arm_progress()
+        unknown = [arm for arm in arms if arm not in progress]
+        if unknown:
+            raise ConfigError(f"study {self.config.name} has no arms {unknown}; its arms are "
+                              f"{list(progress)}")
+        empty = [arm for arm in arms if progress[arm][0] == 0]
+        partial = [f"{arm} {progress[arm][0]} of {progress[arm][1]}" for arm in arms
+                   if 0 < progress[arm][0] < progress[arm][1]]
+        if not empty and not partial:
+            return (f"Every run of the arms {', '.join(arms)} of {self.config.name} is "
+                    "recorded.")
+        said = []
+        if empty:
+            said.append(f"no rows yet for the arms {', '.join(empty)}")
+        if partial:
+            said.append(f"runs recorded so far: {', '.join(partial)}")
+        only = ",".join(empty + [arm for arm in arms if 0 < progress[arm][0] < progress[arm][1]])
+        return (f"Study {self.config.name}: {'; '.join(said)}. `{MAKE_STUDY}` runs them, "
+                f"resuming where it stopped (`{MAKE_STUDY} STUDY=\"--only arm={only}\"` for "
+                "these arms alone).")
+
+
+def _recorded(records: list[dict], field: str) -> float | None:
+    """The mean of ``field`` over the records that carry it; None when none does."""
+    values = [record[field] for record in records if record.get(field) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _count(value: float | None) -> str:
+    """A parameter count with thousands separators, or "-"."""
+    return "-" if value is None else f"{round(value):,}"
+
+
+def _flops(value: float | None) -> str:
+    """FLOPs in scientific notation (``1.2e+15``), or "-"."""
+    return "-" if value is None else f"{value:.2g}"
