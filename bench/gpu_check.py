@@ -8,7 +8,9 @@ machine, so the SmolLM2-shaped model here is random-init: same architecture, sam
    cast to bf16 once): loss before and after, seconds per step, LM unchanged; then the same
    run with ``TrainConfig(compile=True)`` (the opt-in ``torch.compile`` of the decoder layers).
 2. bf16 against fp32 on the same prompt: difference in mean NLL.
-3. Soft-prompt training throughput (tokens/s) and model-FLOPs utilisation for the SmolLM2 shape
+3. A deep prompt (``encoder="prefix"``: every layer's keys and values, through the model's KV
+   cache) and LoRA through PEFT (``ptlib.train_lora``, fp32), each a short real run.
+4. Soft-prompt training throughput (tokens/s) and model-FLOPs utilisation for the SmolLM2 shape
    and a ~1B Llama shape at several batch sizes. FLOPs per token: forward 2N plus
    activation-gradient 2N (the LM is frozen, so no weight gradients), N the transformer-body
    parameters, plus the LM head at target positions and attention scores. The frozen LM in
@@ -35,11 +37,14 @@ from _common import (
 
 from ptlib.data import load_task
 from ptlib.flops import useful_flops
+from ptlib.lora import LoRAConfig, train_lora
 from ptlib.model import random_lm
 from ptlib.objective import evaluate, make_batch
 from ptlib.precision import resolve_precision
 from ptlib.template import parse_template
 from ptlib.training import TrainConfig, train
+
+DEEP_TEMPLATE = "[P][P][P] {x}"  # a deep prompt's slots all come first
 
 
 def throughput(lm, facts, batch_size: int, steps: int = 10, warmup: int = 3) -> dict:
@@ -59,17 +64,21 @@ def lm_checksum(lm) -> float:
     return sum(float(p.double().sum()) for p in lm.model.parameters())
 
 
-def training_run(lm, task, steps: int, compile_layers: bool) -> dict:
-    """``ptlib.train`` end to end at the defaults (bf16 on CUDA), with or without compile."""
+def training_run(lm, task, steps: int, compile_layers: bool, encoder: str = "lstm",
+                 template: str = COURSE_TEMPLATE) -> dict:
+    """``ptlib.train`` end to end at the defaults (bf16 on CUDA), with or without compile;
+    ``encoder="prefix"`` with a prefix template trains a deep prompt (every layer's keys and
+    values, run as the model's KV cache)."""
     before = lm_checksum(lm)
-    config = TrainConfig(encoder="lstm", steps=steps, batch_size=16, lr=3e-3,
+    config = TrainConfig(encoder=encoder, steps=steps, batch_size=16, lr=3e-3,
                          eval_every=max(1, steps // 3), precision="auto", compile=compile_layers)
     started = time.perf_counter()
-    result = train(lm, COURSE_TEMPLATE, task.split("train"), task.split("dev"), config,
+    result = train(lm, template, task.split("train"), task.split("dev"), config,
                    show_progress=False)
     seconds = time.perf_counter() - started
     tail = min(10, steps)
-    return {"model": lm.name, "precision": resolve_precision("auto", lm.device),
+    return {"model": lm.name, "encoder": encoder, "template": template,
+            "precision": resolve_precision("auto", lm.device),
             "compile": compile_layers, "steps": config.steps,
             "loss_first": sum(result.history.loss[:tail]) / tail,
             "loss_last": sum(result.history.loss[-tail:]) / tail,
@@ -77,6 +86,23 @@ def training_run(lm, task, steps: int, compile_layers: bool) -> dict:
             "dev_em": result.history.dev_exact_match, "prompt": result.prompt,
             "lm_unchanged": lm_checksum(lm) == before,
             "lm_grads_none": all(p.grad is None for p in lm.model.parameters())}
+
+
+def lora_run(lm, task, steps: int) -> dict:
+    """LoRA through PEFT (``ptlib.train_lora``, fp32, r 8 on q and v) end to end on the device:
+    it adapts a copy, so the frozen LM must come out unchanged."""
+    before = lm_checksum(lm)
+    started = time.perf_counter()
+    result = train_lora(lm, "The capital of {x} is", task.split("train"), task.split("dev"),
+                        LoRAConfig(steps=steps, batch_size=16, eval_every=max(1, steps // 3)),
+                        show_progress=False)
+    seconds = time.perf_counter() - started
+    return {"model": lm.name, "method": "lora", "steps": steps,
+            "trainable_parameters": result.trainable_parameters,
+            "train_tflops": result.train_flops / 1e12,
+            "seconds_per_step_incl_evals": seconds / steps,
+            "dev_em": result.history.dev_exact_match,
+            "lm_unchanged": lm_checksum(lm) == before}
 
 
 def main() -> None:
@@ -109,6 +135,16 @@ def main() -> None:
     report["bf16_vs_fp32_dev_nll"] = {"fp32": fp32, "bf16": bf16,
                                       "relative_difference": abs(bf16 - fp32) / abs(fp32)}
     print(json.dumps(report["bf16_vs_fp32_dev_nll"]), flush=True)
+    del lm
+
+    lm = random_lm(smollm2_config(args.assets), tokenizer, seed=0, device=args.device,
+                   name="smollm2-135m-shape (random init)")
+    deep = training_run(lm, task, steps, False, encoder="prefix", template=DEEP_TEMPLATE)
+    deep.pop("prompt")
+    report["deep_prompt_run"] = deep
+    print(json.dumps(deep), flush=True)
+    report["lora_run"] = lora_run(lm, task, steps)
+    print(json.dumps(report["lora_run"]), flush=True)
     del lm
 
     report["throughput"] = []
