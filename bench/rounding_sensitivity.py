@@ -77,6 +77,7 @@ def done_units() -> set[tuple]:
 
 
 def run(relation: str, seeds: list[int]) -> None:
+    _common.ptlib_fingerprint()  # of the code loaded now, before any unit (kept per process)
     study = StudyConfig.from_file(STUDY)
     task, lm, done = ptlib.load_task(relation), None, done_units()
     for seed in seeds:
@@ -95,22 +96,58 @@ def run(relation: str, seeds: list[int]) -> None:
                   flush=True)
 
 
-def summary() -> None:
-    units = [json.loads(line) for line in RESULTS.read_text().splitlines()]
-    print("method         seeds  mean |EM1-EM2|  facts flipped  prompt distance  "
-          "sd of EM over seeds (2 threads)")
+def summary_lines(units: list[dict]) -> list[str]:
+    """The Markdown summary of the recorded units: one row per method."""
+    lines = ["| method | seeds | mean abs(EM 1 thread - EM 2 threads) | facts flipped | "
+             "prompt relative distance | sd of EM over seeds (2 threads) | EM per seed, 1 thread "
+             "/ 2 threads |", "|---|---|---|---|---|---|---|"]
     for method in METHODS:
-        mine = [u for u in units if u["method"] == method]
+        mine = sorted((u for u in units if u["method"] == method), key=lambda u: u["seed"])
         if not mine:
             continue
-        gaps = [abs(u["runs"][0]["test_exact_match"] - u["runs"][1]["test_exact_match"])
-                for u in mine]
+        ems = [[r["test_exact_match"] for r in u["runs"]] for u in mine]
+        gaps = [abs(one - two) for one, two in ems]
         flipped = sum(u["flipped_facts"] for u in mine) / sum(u["facts"] for u in mine)
         distance = statistics.mean(u["prompt_relative_distance"] for u in mine)
-        at_two = [u["runs"][1]["test_exact_match"] for u in mine]
+        at_two = [two for _, two in ems]
         spread = statistics.stdev(at_two) if len(at_two) > 1 else float("nan")
-        print(f"{method:<14} {len(mine):>5}  {statistics.mean(gaps):>14.3f}  "
-              f"{flipped:>13.1%}  {distance:>15.3f}  {spread:>.3f}")
+        pairs = ", ".join(f"{one:.2f}/{two:.2f}" for one, two in ems)
+        lines.append(f"| {method} | {len(mine)} | {statistics.mean(gaps):.3f} | "
+                     f"{flipped:.1%} | {distance:.3f} | {spread:.3f} | {pairs} |")
+    return lines
+
+
+def study_agreement(units: list[dict]) -> str:
+    """How many 2-thread runs the study has a row for (same relation, method, seed, recipe),
+    and in how many the per-fact test outcomes are identical to that row's."""
+    study = StudyConfig.from_file(STUDY)
+    rows = {(r["relation"], r["method"], r["seed"]): r for r in
+            map(json.loads, study.results.read_text().splitlines())
+            if r["template_name"] == "" and r.get("lr") == study.lr
+            and r.get("steps") == study.steps}
+    matched = [(u, rows[key]) for u in units
+               if (key := (u["relation"], u["method"], u["seed"])) in rows]
+    same = sum(u["runs"][1]["exact"] == row["test"]["exact"] for u, row in matched)
+    return (f"Of the {len(matched)} units whose 2-thread run the study "
+            f"(`{STUDY.name}`, 2 threads) also has, {same} give the study row's per-fact test "
+            "outcomes exactly.")
+
+
+def summary() -> None:
+    """Print the summary and write it to ``bench/results/rounding_sensitivity.md``."""
+    units = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    relations = sorted({u["relation"] for u in units})
+    commits = sorted({u["commit"] for u in units})
+    text = "\n".join([
+        "## Rounding against seeds (`bench/rounding_sensitivity.py`)", "",
+        f"Command: `python bench/rounding_sensitivity.py run` then `... summary`. The course "
+        f"study's recipe on {', '.join(relations)}, each seed trained at 1 and at 2 intra-op "
+        f"threads (same seed, batches and config: only the order of floating-point sums "
+        f"differs); test exact match of each best-on-dev prompt. ptlib sources "
+        f"{', '.join(commits)}.",
+        "", *summary_lines(units), "", study_agreement(units), ""])
+    (RESULTS.with_suffix(".md")).write_text(text)
+    print(text)
 
 
 def main() -> None:

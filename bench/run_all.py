@@ -375,7 +375,20 @@ def render(quick: bool, runs: dict) -> str:
         lines += ["## Goals", ""]
         lines += table(["goal", "met", "measured"],
                        [[g, "yes" if ok else "**no**", v] for g, (ok, v) in goals.items()])
-    return "\n".join(lines + body + gpu_section()) + "\n"
+    return "\n".join(lines + body + gpu_section() + long_measurements()) + "\n"
+
+
+def long_measurements() -> list[str]:
+    """The longer measurements, each with its own command and not rerun by ``make bench``: the
+    summaries they wrote to ``bench/results/<name>.md`` (included) or link to."""
+    out = ["## Longer measurements (their own commands; not rerun by `make bench`)", "",
+           "- bf16 training diagnosis: `bench/results/bf16_diagnosis.md` "
+           "(`python bench/bf16_diagnosis.py`)", ""]
+    rounding = RESULTS_DIR / "rounding_sensitivity.md"
+    if rounding.exists():
+        out += ["#" + line if line.startswith("## ") else line
+                for line in rounding.read_text().splitlines()]
+    return out
 
 
 def main(argv=None) -> int:

@@ -214,6 +214,7 @@ def run_study(config: StudyConfig | str | Path, lm: LM | None = None, *,
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ConfigError(f"limit must be an integer >= 0, got {limit!r}")
     say = log or (lambda _: None)
+    source_commit()  # worked out now, before any run: the records name the code loaded here
     config.results.parent.mkdir(parents=True, exist_ok=True)
     new: list[dict] = []
     with locked(config.results):
