@@ -341,6 +341,23 @@ def _gpu_distributed_lines() -> list[str]:
                          ", ".join(f"{g:.2f}" for g in d["peak_gib_per_rank"])] for d in runs])
 
 
+def describe(machine: dict) -> str:
+    return (f"{machine['cpu']} ({', '.join(machine['cpu_flags'])}), {machine['cores']} cores, "
+            f"Python {machine['python']}, torch {machine['torch']}, transformers "
+            f"{machine['transformers']}, peft {machine.get('peft')}")
+
+
+def measured_on() -> list[str]:
+    """One line per machine the recorded CPU benchmarks ran on (a report re-rendered elsewhere
+    names where the numbers were measured, not where it was written)."""
+    machines = {}
+    for name in BENCHMARKS:
+        data = load(name)
+        if data is not None:
+            machines.setdefault(describe(data["machine"]), []).append(name)
+    return [f"- Measured on: {where} ({', '.join(names)})" for where, names in machines.items()]
+
+
 def render(quick: bool, runs: dict) -> str:
     machine = machine_info()
     lines = ["# ptlib benchmarks", "",
@@ -349,11 +366,8 @@ def render(quick: bool, runs: dict) -> str:
              + "; every number below comes from `bench/results/*.json`. CPU comparisons are "
              "interleaved in one process and reported as ratios (the machine is shared with "
              "other jobs, so absolute times are indicative only).", "",
-             f"- Machine: {machine['cpu']} ({', '.join(machine['cpu_flags'])}), "
-             f"{machine['cores']} cores, Python {machine['python']}, torch {machine['torch']}, "
-             f"transformers {machine['transformers']}, peft {machine['peft']}",
-             f"- Report written {machine['date']}; command `python bench/run_all.py"
-             + (" --quick" if quick else "") + "` (`make bench`)"]
+             *measured_on(), f"- Report written {machine['date']}; command `python "
+             "bench/run_all.py" + (" --quick" if quick else "") + "` (`make bench`)"]
     for name, (code, seconds) in runs.items():
         lines.append(f"- `{name}`: exit {code}, {seconds / 60:.1f} min")
     lines.append("")
