@@ -166,7 +166,7 @@ def run_one(lm: LM, config: StudyConfig, spec: RunSpec, task: Task) -> dict:
     """Run one spec and return its record (one line of the results file). The test facts are
     scored at the precision the run chose its prompt at."""
     resolved = resolved_config(config, spec, task)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if spec.method == MANUAL:
         outcome = _run_manual(lm, config, task)
     elif spec.method in SEARCHES:
@@ -177,14 +177,15 @@ def run_one(lm: LM, config: StudyConfig, spec: RunSpec, task: Task) -> dict:
         outcome = _run_lora(lm, config, spec, task, resolved)
     else:
         outcome = _run_training(lm, config, spec, task, resolved)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     test = outcome.pop("test_result")
     return {"key": run_key(config, spec, task), "study": config.name,
             "relation": spec.relation, "method": spec.method, "seed": spec.seed,
             "lr": spec.lr, "steps": spec.steps, "template_name": spec.template,
             "model": config.model, "config": resolved,
             **outcome, "test": _test_record(test, task.split("test")),
-            "wall_seconds": round(wall, 3), "commit": source_commit(),
+            "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
+            "commit": source_commit(),
             "machine": machine_info()}
 
 
