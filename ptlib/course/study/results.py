@@ -163,18 +163,11 @@ class Study:
         rows = self.summary_rows(labels)
         if not rows:
             return f"study {self.config.name}: no results yet ({self.config.results})"
-        width = max(len("method"), *(len(row["method"]) for row in rows))
-        lines = [f"{'relation':18s} {'method':{width}s} seeds  mean EM  95% interval   "
-                 "seed sd  facts  s/run"]
-        for row in rows:
-            seeds = "-" if row["seeds"] == 0 else str(row["seeds"])
-            lines.append(f"{row['relation']:18s} {row['method']:{width}s} {seeds:>5s}  "
-                         f"{row['mean']:7.3f}  [{row['low']:.3f}, {row['high']:.3f}]  "
-                         f"{row['sd']:7.3f}  {row['facts']:5d}  {row['wall_seconds']:5.0f}")
-        lines.append("(seeds '-': deterministic, one run. The interval resamples seeds and "
-                     "test facts; with one run, test facts only)")
-        return "\n".join(lines)
-
+        return _text_table(rows, " seed sd  facts  s/run",
+                           lambda row: f"{row['sd']:7.3f}  {row['facts']:5d}  "
+                                       f"{row['wall_seconds']:5.0f}",
+                           "(seeds '-': deterministic, one run. The interval resamples seeds "
+                           "and test facts; with one run, test facts only)")
 
     def cost_table(self, labels: list[str]) -> str:
         """The reference-rows table: per relation and method label, mean test EM with its 95%
@@ -184,18 +177,11 @@ class Study:
         if not rows:
             return (f"study {self.config.name}: no runs yet of these {len(labels)} method "
                     f"labels ({labels[0]!r}{', ...' if len(labels) > 1 else ''})")
-        width = max(len("method"), *(len(row["method"]) for row in rows))
-        lines = [f"{'relation':18s} {'method':{width}s} seeds  mean EM  95% interval    "
-                 "trainable  train FLOPs"]
-        for row in rows:
-            seeds = "-" if row["seeds"] == 0 else str(row["seeds"])
-            lines.append(f"{row['relation']:18s} {row['method']:{width}s} {seeds:>5s}  "
-                         f"{row['mean']:7.3f}  [{row['low']:.3f}, {row['high']:.3f}]  "
-                         f"{_count(row['trainable_parameters']):>11s}  "
-                         f"{_flops(row['train_flops']):>11s}")
-        lines.append("(trainable: parameters a run updates; train FLOPs: its optimizer steps, "
-                     "dev evaluations not counted; '-': not recorded)")
-        return "\n".join(lines)
+        return _text_table(rows, "  trainable  train FLOPs",
+                           lambda row: f"{_count(row['trainable_parameters']):>11s}  "
+                                       f"{_flops(row['train_flops']):>11s}",
+                           "(trainable: parameters a run updates; train FLOPs: its optimizer "
+                           "steps, dev evaluations not counted; '-': not recorded)")
 
     def prefix_templates(self) -> dict[str, int]:
         """The study's named templates that put every slot before the text (``[P]`` x L
@@ -261,6 +247,20 @@ class Study:
         return (f"Study {self.config.name}: {'; '.join(said)}. `{MAKE_STUDY}` runs them, "
                 f"resuming where it stopped (`{MAKE_STUDY} STUDY=\"--only arm={only}\"` for "
                 "these arms alone).")
+
+
+def _text_table(rows: list[dict], extra_header: str, extra_cells, footnote: str) -> str:
+    """Rows of ``Study.summary_rows`` as a text table: relation, method, seeds, mean EM and
+    its 95% interval, then ``extra_cells(row)`` under ``extra_header``, then ``footnote``."""
+    width = max(len("method"), *(len(row["method"]) for row in rows))
+    lines = [f"{'relation':18s} {'method':{width}s} seeds  mean EM  95% interval  "
+             + extra_header]
+    for row in rows:
+        seeds = "-" if row["seeds"] == 0 else str(row["seeds"])
+        lines.append(f"{row['relation']:18s} {row['method']:{width}s} {seeds:>5s}  "
+                     f"{row['mean']:7.3f}  [{row['low']:.3f}, {row['high']:.3f}]  "
+                     + extra_cells(row))
+    return "\n".join([*lines, footnote])
 
 
 def _recorded(records: list[dict], field: str) -> float | None:
