@@ -2,6 +2,7 @@
 once per session) and small inline fact lists, so no unit test depends on the shipped data."""
 
 import os
+import signal
 
 import pytest
 import torch
@@ -121,3 +122,14 @@ def deep_reference_logits(model, batch, deep_prompt) -> torch.Tensor:
         positions = batch.target_positions[b] - first_real - length  # in the unpadded row
         rows.append(logits[positions.clamp(min=0)])
     return torch.stack(rows).float()
+
+
+@pytest.fixture
+def python_sigint():
+    """SIGINT with Python's own handler for the test, whatever the runner inherited: a pytest
+    started in the background by a non-interactive shell ignores SIGINT (SIG_IGN), where
+    ptlib rightly leaves Ctrl-C alone, and a test of Ctrl-C would then test nothing."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

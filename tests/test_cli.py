@@ -138,7 +138,8 @@ def test_resume_into_a_mistyped_folder_says_there_is_no_checkpoint(tmp_path, cap
 
 
 def test_ctrl_c_saves_and_exits_130_with_one_line_saying_how_to_resume(tmp_path, capsys,
-                                                                      monkeypatch):
+                                                                      monkeypatch,
+                                                                      python_sigint):
     original = train_module._Loop.evaluate_dev
 
     def ctrl_c_after_step_1(loop):

@@ -359,7 +359,8 @@ def test_an_old_checkpoint_on_another_model_names_the_size_mismatch(tiny, facts,
             resume=True)
 
 
-def test_ctrl_c_saves_at_the_step_boundary_and_the_run_resumes(tiny, facts, tmp_path):
+def test_ctrl_c_saves_at_the_step_boundary_and_the_run_resumes(tiny, facts, tmp_path,
+                                                               python_sigint):
     cfg = config(steps=6, eval_every=1, checkpoint_every=4)
     whole = run(tiny, facts, cfg)
 
