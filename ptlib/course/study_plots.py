@@ -1,6 +1,6 @@
 """Figures of the course's study: every seed of every (relation, method) cell, how much
 compute each method spends to reach its dev quality, and test EM against the prompt's length
-and trainable parameters."""
+and trainable parameters and against the learning rate."""
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -137,3 +137,58 @@ def _length_series(ax, rows: list[dict], x: str, style: dict, label: str) -> Non
                        [row["high"] - row["mean"] for row in rows]])  # (2, N)
     ax.errorbar(xs, means, yerr=errors, color=style["color"], marker=style["marker"],
                 markersize=6, capsize=3, linewidth=1.5, label=label)
+
+
+def lr_plot(rows: list[dict]):
+    """Test EM against the learning rate: one panel per relation, one colour and marker per
+    method; a hollow dot per seed, the seeds' mean joined across learning rates, a solid
+    line for the study's shortest step budget and dashed lines for longer ones. ``rows``:
+    ``Study.lr_rows(...)``. Returns the Figure."""
+    if not rows:
+        raise ConfigError("lr_plot: no rows to draw (the study has no runs of these methods "
+                          "across learning rates yet)")
+    relations = list(dict.fromkeys(row["relation"] for row in rows))
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    budgets = sorted({row["steps"] for row in rows})
+    fig, axes = plt.subplots(1, len(relations), figsize=(4.4 * len(relations) + 1.6, 3.8),
+                             sharey=True, squeeze=False)
+    for ax, relation in zip(axes[0], relations, strict=True):
+        for index, method in enumerate(methods):
+            for steps in budgets:
+                mine = sorted((row for row in rows if (row["relation"], row["method"],
+                                                       row["steps"]) == (relation, method, steps)),
+                              key=lambda row: row["lr"])
+                _lr_series(ax, mine, index, dashed=steps != budgets[0],
+                           label=f"{method}, {steps} steps")
+        ax.set_xscale("log")
+        lrs = sorted({row["lr"] for row in rows})
+        ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
+        ax.minorticks_off()
+        ax.set_xlabel("learning rate (log scale)")
+        ax.set_title(relation, fontsize=10)
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][0].set_ylabel(f"test {EXACT_MATCH}")
+    handles = {}  # label -> line, from every panel (a budget may be run on one relation only)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    axes[0][-1].legend(handles.values(), handles.keys(), loc="upper left", fontsize=8,
+                       bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, title="method, steps")
+    fig.suptitle("Test EM against learning rate (circles: seeds; line: their mean)")
+    fig.tight_layout()
+    return fig
+
+
+def _lr_series(ax, rows: list[dict], index: int, dashed: bool, label: str) -> None:
+    """One method at one step budget: each seed side by side at its lr, the mean line."""
+    if not rows:
+        return
+    colour, marker = f"C{index}", MARKERS[index % len(MARKERS)]
+    for row in rows:
+        seeds = row["seed_means"]
+        spread = row["lr"] * np.exp(0.08 * (np.arange(len(seeds)) - (len(seeds) - 1) / 2)
+                                    / max(1, len(seeds) - 1) + (0.12 if dashed else -0.12))
+        ax.plot(spread, seeds, marker, color=colour, markersize=3.5, markerfacecolor="none",
+                alpha=0.7)
+    ax.plot([row["lr"] for row in rows], [row["mean"] for row in rows], color=colour,
+            linestyle="--" if dashed else "-", linewidth=1.8, label=label)

@@ -4,7 +4,9 @@
 relation on their common seeds, ``compare`` the verdict, and ``summary_table`` the relation x
 method table of mean EM with intervals; ``cost_table`` adds what each method trains and
 spends, ``length_rows`` reads prompts of several lengths L (the study's prefix templates,
-``[P]`` x L before the manual template), and ``arms_note`` says which arms have no rows yet. A
+``[P]`` x L before the manual template), ``lr_rows`` the methods across learning rates and
+step budgets, ``collapse_counts`` how often runs collapse, and ``arms_note`` says which arms
+have no rows yet. A
 method label is a method with, optionally, ``lr=...``, ``steps=...`` (default: the study's
 training settings) and ``template=NAME`` (one of the study's named templates; default: its
 ``template``).
@@ -213,6 +215,47 @@ class Study:
                                "length": length})
         return rows
 
+    def lr_rows(self, methods: list[str], relations: list[str] | None = None) -> list[dict]:
+        """``summary_rows`` of each method at every (learning rate, steps) the plan trains it
+        at on the study's template: one row per (relation, method, lr, steps) with runs, each
+        also holding ``label`` (what ``select`` read), ``method`` (the plain method), ``lr``
+        and ``steps``. ``relations`` default to every relation with runs."""
+        settings = sorted({(spec.lr, spec.steps) for spec, _ in self.planned
+                           if spec.method in methods and spec.lr is not None
+                           and spec.template == ""})
+        labels = {f"{method} lr={lr:g} steps={steps}": (method, lr, steps)
+                  for method in methods for lr, steps in settings}
+        rows = []
+        for row in self.summary_rows(list(labels)):
+            if relations is not None and row["relation"] not in relations:
+                continue
+            method, lr, steps = labels[row["method"]]
+            rows.append(row | {"label": row["method"], "method": method, "lr": lr,
+                               "steps": steps})
+        if relations is not None:  # in the order asked for
+            rows.sort(key=lambda row: relations.index(row["relation"]))
+        return rows
+
+    def collapse_counts(self, labels: list[str], reference: list[str],
+                        fraction: float = 0.5) -> dict[str, tuple[int, int]]:
+        """How often each method label collapses: a run collapses when its test EM is below
+        ``fraction`` x the best mean test EM of the ``reference`` labels on its relation (for
+        the course: half the best free-vector mean at the study's defaults). Counted over the
+        relations where some reference label has runs: label -> (collapsed runs, runs)."""
+        counts = {label: [0, 0] for label in labels}
+        relations = dict.fromkeys(record["relation"] for record in self.records)
+        for relation in relations:
+            means = [np.mean([_test_em(r) for r in runs])
+                     for runs in (self.select(relation, label) for label in reference) if runs]
+            if not means:
+                continue
+            floor = fraction * max(means)
+            for label in labels:
+                scores = [_test_em(r) for r in self.select(relation, label)]
+                counts[label][0] += sum(bool(score < floor) for score in scores)
+                counts[label][1] += len(scores)
+        return {label: (collapsed, runs) for label, (collapsed, runs) in counts.items()}
+
     def arm_progress(self) -> dict[str, tuple[int, int]]:
         """Each arm's (runs recorded, runs planned); a run two arms share counts in both."""
         done = {record["key"] for record in self.records}
@@ -261,6 +304,11 @@ def _text_table(rows: list[dict], extra_header: str, extra_cells, footnote: str)
                      f"{row['mean']:7.3f}  [{row['low']:.3f}, {row['high']:.3f}]  "
                      + extra_cells(row))
     return "\n".join([*lines, footnote])
+
+
+def _test_em(record: dict) -> float:
+    """A run's test EM: the mean of its per-fact outcomes."""
+    return float(np.mean(record["test"]["exact"]))
 
 
 def _recorded(records: list[dict], field: str) -> float | None:
