@@ -3,8 +3,11 @@
 Most exercises are *build-it* exercises: the learner writes a function (or a module) that builds
 one piece of P-Tuning, and the check calls it on the notebook's own tensors and on small random
 cases, comparing the result with ptlib's implementation, computed here, inside the check. The
-rest ask for a number, whose reference is also computed here. Nothing is printed or computed in
-the notebook before the learner answers. Every check ends in one of three ways:
+*measure-it* exercises have the learner train runs that test a hypothesis (an ablation); their
+check confirms the runs vary the one setting asked for and prints what they measured, never what
+it should be. The rest ask for a number, whose reference is also computed here. Nothing is
+printed or computed in the notebook before the learner answers. Every check ends in one of
+three ways:
 
 - not answered (``None``, or a function that returns ``None`` / raises ``NotImplementedError``,
   as the placeholders do): prints a reminder and returns False, so notebooks run top to bottom;
@@ -17,6 +20,11 @@ notebook can be inserted or renumbered without touching them. Worked solutions l
 ``notebooks/solutions/``, one notebook per course notebook, and run in CI.
 """
 
+from ptlib.course.exercises.ablations import (
+    check_length_runs,
+    check_placement_runs,
+    check_scale_matched_run,
+)
 from ptlib.course.exercises.core import ExerciseFailed
 from ptlib.course.exercises.deep_prompts import (
     check_lora_size,
@@ -67,6 +75,7 @@ __all__ = [
     "check_googol_length",
     "check_h0",
     "check_hotflip",
+    "check_length_runs",
     "check_local_optimum",
     "check_lora_size",
     "check_lstm_encoder",
@@ -74,9 +83,11 @@ __all__ = [
     "check_majority",
     "check_moved_positions",
     "check_path",
+    "check_placement_runs",
     "check_prefix_mlp_size",
     "check_prompt_bytes",
     "check_rescaled_init",
+    "check_scale_matched_run",
     "check_snap",
     "check_split_deep_prompt",
     "check_target_length",
