@@ -193,3 +193,38 @@ def test_the_committed_study_renders():
     assert table._repr_html_().count("<table") == 1
     assert {row.claim_id for row in table.rows} == set(claims.CLAIMS)
     plt.close(evidence.forest_plot(table.rows))
+
+
+class FigureRecorder:
+    """A stand-in for report.Recorder: keeps the names of the figures it was given."""
+
+    def __init__(self):
+        self.names = []
+
+    def figure(self, fig, name):
+        self.names.append(name)
+        return fig
+
+
+def test_show_evidence_prints_the_claims_shows_the_table_and_records_the_plot(synthetic,
+                                                                             capsys):
+    recorder, before = FigureRecorder(), set(plt.get_fignums())
+    table = evidence.show_evidence([LEVEL_CLAIM], config=synthetic.results.parent /
+                                   "study.json", recorder=recorder, name="claims")
+    printed = capsys.readouterr().out
+    claim = claims.CLAIMS[LEVEL_CLAIM]
+    assert printed.startswith(f"- {LEVEL_CLAIM}: {claim.text}")
+    assert evidence.claim_summaries(table.rows)[LEVEL_CLAIM] in printed  # the table as text
+    drawn = set(plt.get_fignums()) - before
+    assert recorder.names == ["claims"] and len(drawn) == 1  # the forest plot
+    assert [row.claim_id for row in table.rows] == [LEVEL_CLAIM] * 3
+    for number in drawn:
+        plt.close(number)
+
+
+def test_show_evidence_says_when_there_is_nothing_to_draw(synthetic, capsys):
+    recorder = FigureRecorder()
+    table = evidence.show_evidence(["lora_vs_manual"], config=synthetic.results.parent /
+                                   "study.json", recorder=recorder)
+    assert "Nothing to draw yet" in capsys.readouterr().out
+    assert recorder.names == [] and evidence.comparable(table.rows) == []

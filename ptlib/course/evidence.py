@@ -7,7 +7,7 @@ for a claim compared on two or more relations, a row pooled over them. Rows with
 with the reason. ``course_evidence`` reads the course's study (or another study config) and
 returns an ``EvidenceTable``, which a notebook shows as one HTML table and prints as one
 sentence per claim (``claim_summaries``); ``forest_plot`` draws the rows that carry numbers
-(``comparable``).
+(``comparable``). ``show_evidence`` does all of it for a notebook in one call.
 
 Pooling. ``ptlib.stats`` compares one pair of (S, F) outcome matrices; it has no notion of
 relations. A pooled row puts each relation's paired matrices side by side along the facts axis,
@@ -322,3 +322,27 @@ def _forest_panel(ax, rows: list[EvidenceRow], spread: bool) -> None:
     ax.set_xlabel("ratio of seed sds, sd A / sd B (log scale; below 1: A steadier)" if spread
                   else "difference in mean test EM, A − B (above 0: A ahead)")
     ax.set_title("Steadier: seed spread" if spread else "Ahead: mean exact match", fontsize=10)
+
+
+def show_evidence(claim_ids: list[str], config: str | Path | None = None, recorder=None,
+                  name: str = "evidence") -> EvidenceTable:
+    """What a notebook shows for the claims it decides, in one call: each claim in words, the
+    evidence table (``course_evidence``) and its forest plot (saved through ``recorder``, a
+    ``report.Recorder``, as ``name``), or a line saying there is nothing to draw yet. Returns
+    the table, whose rows the notebook may read further."""
+    from IPython.display import display
+
+    for claim_id, claim in claims_named(claim_ids).items():
+        print(f"- {claim_id}: {claim.text} ({claim.label_a!r} against {claim.label_b!r})")
+    table = course_evidence(claim_ids, config=config)
+    display(table)
+    drawn = comparable(table.rows)
+    if not drawn:
+        print("Nothing to draw yet: the study has no runs of these claims' methods "
+              "(`make study` runs them).")
+        return table
+    fig = forest_plot(drawn)
+    if recorder is not None:
+        recorder.figure(fig, name)
+    plt.show()
+    return table
