@@ -214,7 +214,9 @@ def test_show_evidence_prints_the_claims_shows_the_table_and_records_the_plot(sy
     printed = capsys.readouterr().out
     claim = claims.CLAIMS[LEVEL_CLAIM]
     assert printed.startswith(f"- {LEVEL_CLAIM}: {claim.text}")
-    assert evidence.claim_summaries(table.rows)[LEVEL_CLAIM] in printed  # the table as text
+    sentence = evidence.claim_summaries(table.rows)[LEVEL_CLAIM]
+    assert printed.count(sentence) == 2  # the table as text, then under the plot
+    assert printed.index("In words:") < printed.rindex(sentence)
     drawn = set(plt.get_fignums()) - before
     assert recorder.names == ["claims"] and len(drawn) == 1  # the forest plot
     assert [row.claim_id for row in table.rows] == [LEVEL_CLAIM] * 3

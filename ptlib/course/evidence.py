@@ -327,9 +327,10 @@ def _forest_panel(ax, rows: list[EvidenceRow], spread: bool) -> None:
 def show_evidence(claim_ids: list[str], config: str | Path | None = None, recorder=None,
                   name: str = "evidence") -> EvidenceTable:
     """What a notebook shows for the claims it decides, in one call: each claim in words, the
-    evidence table (``course_evidence``) and its forest plot (saved through ``recorder``, a
-    ``report.Recorder``, as ``name``), or a line saying there is nothing to draw yet. Returns
-    the table, whose rows the notebook may read further."""
+    evidence table (``course_evidence``), its forest plot (saved through ``recorder``, a
+    ``report.Recorder``, as ``name``) and a sentence per claim on what the plot shows
+    (``claim_summaries``); or a line saying there is nothing to draw yet. Returns the table,
+    whose rows the notebook may read further."""
     from IPython.display import display
 
     for claim_id, claim in claims_named(claim_ids).items():
@@ -345,4 +346,7 @@ def show_evidence(claim_ids: list[str], config: str | Path | None = None, record
     if recorder is not None:
         recorder.figure(fig, name)
     plt.show()
+    print("In words:")
+    for claim_id, sentence in claim_summaries(table.rows).items():
+        print(f"- {claim_id}: {sentence}")
     return table
