@@ -87,6 +87,9 @@ def test_run_statistics_and_table(seed_runs):
     assert stats["common_reach"] == [0, 0] and stats["mean_reach"] == 0
     assert stats["init_norm"] == pytest.approx(math.sqrt(32), rel=0.3)  # N(0, I) at width 32
     assert stats["moved"] > 0 and stats["final_norm"] > 0
+    distances = [(run.result.trajectory[-1] - run.result.trajectory[0]).norm(dim=1).mean()
+                 for run in seed_runs]  # embedding units, as the norms
+    assert stats["moved"] == pytest.approx(float(sum(distances)) / 2)
     never = sweep.run_statistics(seed_runs, 0.9, level=2.0)
     assert never["common_reach"] == [None, None] and math.isinf(never["mean_reach"])
     text = sweep.format_run_table({"a": stats, "long name": never}, "init")

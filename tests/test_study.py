@@ -465,3 +465,27 @@ def test_bad_reference_configs_are_refused(tmp_path, change, message):
     path.write_text(json.dumps(REFERENCE | change))
     with pytest.raises(ConfigError, match=message):
         study.StudyConfig.from_file(path)
+
+
+def test_a_live_run_is_set_beside_the_studys_record_of_it(uninterrupted):
+    """A notebook's live run of a study config finds the study's record and agrees with it on
+    every test fact; a changed outcome, another config and another thread count are named."""
+    config, records, _ = uninterrupted
+    loaded = study.Study.load(config)
+    record = next(r for r in records if r["method"] == "lstm" and r["seed"] == 0)
+    task = ptlib.load_task("capital_of")
+    lm = ptlib.load_lm("tiny")
+    result = ptlib.train(lm, record["template"], task.split("train"), task.split("dev"),
+                         ptlib.TrainConfig(**record["config"]), show_progress=False)
+    exact = result.evaluate(lm, task.split("test")).exact
+    assert loaded.same_run("capital_of", result) == record
+    line = loaded.compare_live("capital_of", result, exact)
+    assert line.startswith("lstm, seed 0: live test EM") and "the same outcome on all" in line
+    flipped = [not exact[0], *exact[1:]]
+    assert f"1 of {len(exact)} facts differ" in loaded.compare_live("capital_of", result, flipped)
+    other = dataclasses.replace(result, config=dataclasses.replace(result.config, steps=3))
+    assert loaded.same_run("capital_of", other) is None
+    assert "no run of this config" in loaded.compare_live("capital_of", other, exact)
+    elsewhere = [r | {"machine": r["machine"] | {"torch_threads": 99}} for r in records]
+    moved = study.Study(loaded.config, elsewhere).compare_live("capital_of", result, flipped)
+    assert "torch threads 99 there" in moved

@@ -118,15 +118,16 @@ def run_statistics(runs: list[SeedRun], fraction: float = 0.9,
     EM); ``own_reach`` (per seed, ``steps_to_fraction``) and ``common_reach`` (per seed,
     ``steps_to_level(level)``; all None without a level) and ``mean_reach`` (mean of
     ``common_reach``, inf when a seed never got there); ``init_norm`` and ``final_norm``, the
-    mean L2 norm of the (L, d) prompt at the first and last evaluation; ``moved``, the mean over
-    seeds and slots of ||theta_T - theta_0|| / ||theta_0||.
+    mean L2 norm of the (L, d) prompt at the first and last evaluation; ``moved``, how far the
+    vectors travelled: the mean over seeds and slots of ||theta_T - theta_0||, in the same
+    embedding units as the norms (a ratio to the start would explode for an encoder that starts
+    near zero).
     """
     table = seed_table(runs, fraction)
     reach = [None if level is None else steps_to_level(run.result, level) for run in runs]
     first = [run.result.trajectory[0] for run in runs]  # (L, d) each, at step 0
     last = [run.result.trajectory[-1] for run in runs]  # (L, d) each, at the last evaluation
-    moved = [((b - a).norm(dim=1) / a.norm(dim=1)).mean().item()
-             for a, b in zip(first, last, strict=True)]
+    moved = [(b - a).norm(dim=1).mean().item() for a, b in zip(first, last, strict=True)]
     return table["test_exact_match"] | {
         "best_dev": table["best_dev_exact_match"]["mean"],
         "own_reach": table["steps_to_fraction"],
@@ -139,20 +140,21 @@ def run_statistics(runs: list[SeedRun], fraction: float = 0.9,
 
 
 def format_run_table(rows: dict[str, dict], label: str = "setting") -> str:
-    """A fixed-width text table of ``run_statistics`` rows, one line per setting."""
+    """A fixed-width text table of ``run_statistics`` rows, one line per setting; the prompt's
+    norm at the start and end and the distance it moved share the embedding's units."""
 
     def steps(values: list) -> str:
         return ",".join("-" if value is None else str(value) for value in values)
 
     width = max(len(label), *(len(name) for name in rows))
     lines = [f"{label:{width}s} | test EM  mean    sd   min   max | best dev | steps to target:"
-             f" own best / common | prompt norm start   end  moved"]
+             f" own best / common | prompt norm start   end | moved"]
     for name, row in rows.items():
         lines.append(
             f"{name:{width}s} |          {row['mean']:5.3f} {row['sd']:5.3f} {row['min']:5.3f}"
             f" {row['max']:5.3f} |    {row['best_dev']:5.3f} | {steps(row['own_reach']):>20s}"
             f" / {steps(row['common_reach']):<8s}|             {row['init_norm']:5.1f}"
-            f" {row['final_norm']:5.1f} {row['moved']:6.1%}")
+            f" {row['final_norm']:5.1f} | {row['moved']:5.1f}")
     return "\n".join(lines)
 
 

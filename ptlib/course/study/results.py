@@ -5,16 +5,19 @@ relation on their common seeds, ``compare`` the verdict, and ``summary_table`` t
 method table of mean EM with intervals; ``cost_table`` adds what each method trains and
 spends, ``length_rows`` reads prompts of several lengths L (the study's prefix templates,
 ``[P]`` x L before the manual template), ``lr_rows`` the methods across learning rates and
-step budgets, ``collapse_counts`` how often runs collapse, and ``arms_note`` says which arms
-have no rows yet. A
+step budgets, ``collapse_counts`` how often runs collapse, ``compare_live`` sets a notebook's
+live run beside the study's record of the same run, and ``arms_note`` says which arms have no
+rows yet. A
 method label is a method with, optionally, ``lr=...``, ``steps=...`` (default: the study's
 training settings) and ``template=NAME`` (one of the study's named templates; default: its
 ``template``).
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ptlib import stats
 from ptlib.course.runs import compare
@@ -24,6 +27,7 @@ from ptlib.data import load_task
 from ptlib.deep_prompt import prefix_length
 from ptlib.errors import ConfigError, DataError, TemplateError
 from ptlib.template import INPUT, parse_template
+from ptlib.training import TrainResult
 
 MAKE_STUDY = "make study"  # the command that runs the course's (second) study, resuming
 
@@ -255,6 +259,49 @@ class Study:
                 counts[label][0] += sum(bool(score < floor) for score in scores)
                 counts[label][1] += len(scores)
         return {label: (collapsed, runs) for label, (collapsed, runs) in counts.items()}
+
+    def same_run(self, relation: str, result: TrainResult) -> dict | None:
+        """The study's record of the run a live ``train`` repeats: the same relation and
+        template text, the precision each resolved, and every other field of
+        ``result.config`` that the record's config holds equal. None when the study has no
+        such run."""
+        live = dataclasses.asdict(result.config)
+        for record in self.records:
+            saved = record.get("config") or {}
+            if (record["relation"], record.get("template")) != (relation, result.template):
+                continue
+            if ({"encoder", "seed", "steps", "lr"} <= saved.keys()  # a training run's config
+                    and record.get("precision") == result.precision
+                    and all(live[name] == value for name, value in saved.items()
+                            if name in live and name != "precision")):
+                return record
+        return None
+
+    def compare_live(self, relation: str, result: TrainResult, test_exact: list[bool]) -> str:
+        """One line on a live run (its ``TrainResult`` and per-fact test outcomes) against the
+        study's record of the same run (``same_run``): both test EMs, how many test facts
+        differ, and when some do, what differs between the two runs' machines (precision,
+        torch threads) or else that the commit or the CPU does."""
+        config = result.config
+        label = f"{config.encoder}{f' ({config.init})' if config.encoder == 'free' else ''}"
+        live = f"{label}, seed {config.seed}: live test EM {np.mean(test_exact):.3f}"
+        record = self.same_run(relation, result)
+        if record is None:
+            return f"{live}; the study has no run of this config"
+        theirs = [bool(hit) for hit in record["test"]["exact"]]
+        if len(theirs) != len(test_exact):
+            return f"{live}; the study's row was scored on {len(theirs)} test facts, not these"
+        differ = sum(a != bool(b) for a, b in zip(theirs, test_exact, strict=True))
+        study = f"study {np.mean(theirs):.3f} (commit {str(record.get('commit'))[:7]})"
+        if not differ:
+            return f"{live} = {study}: the same outcome on all {len(theirs)} facts"
+        machine = record.get("machine", {})
+        causes = [f"{what} {there} there, {here} here" for what, there, here in (
+            ("precision", record.get("precision"), result.precision),
+            ("torch threads", machine.get("torch_threads"), torch.get_num_threads()))
+            if there is not None and there != here]
+        return (f"{live}, {study}: {differ} of {len(theirs)} facts differ ("
+                f"{'; '.join(causes) or 'same precision and threads: another commit or CPU'})")
 
     def arm_progress(self) -> dict[str, tuple[int, int]]:
         """Each arm's (runs recorded, runs planned); a run two arms share counts in both."""
