@@ -40,6 +40,14 @@ def exact(method: str, lr: float, seed: int) -> list[int]:
     return [1] * hits + [0] * (FACTS - hits)
 
 
+def norm(method: str, lr: float, seed: int) -> float:
+    """The prompt's final norm: the LSTM's grows with the lr (x 10 per decade), free vectors'
+    stays at 2; seed 4 kept none (an older record)."""
+    if seed == 4:
+        return None
+    return 2.0 if method == "free_rescaled" else 10.0 * lr / 0.003 + seed
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Study:
     config = write_config(tmp_path_factory.mktemp("lr_story"), arms=ARMS)
@@ -50,6 +58,7 @@ def study(tmp_path_factory) -> Study:
             "key": run_key(config, spec, tasks[spec.relation]), "relation": spec.relation,
             "method": spec.method, "seed": spec.seed, "lr": spec.lr, "steps": spec.steps,
             "template_name": spec.template, "wall_seconds": 1.0,
+            "dev_curve": {"prompt_norm": [1.0, norm(spec.method, lr, spec.seed)]},
             "test": {"exact": exact(spec.method, lr, spec.seed),
                      "facts_sha": f"synthetic {spec.relation}"}})
     return Study.load(config)
@@ -67,6 +76,8 @@ def test_lr_rows_has_every_planned_setting_with_its_seeds(study):
     assert low["label"] == f"lstm lr=0.0003 steps={steps}"
     assert settings["capital_of", "lstm", 0.0003, 8]["seeds"] == 3
     assert settings["capital_of", "lstm", 0.003, steps]["seed_means"] == [0.1] + [0.5] * 4
+    assert settings["antonym", "lstm", 0.03, steps]["final_norms"] == [
+        pytest.approx(100.0 + seed) for seed in range(4)] + [None]
 
 
 def test_lr_rows_keeps_the_relations_asked_for_in_their_order(study):
@@ -104,6 +115,17 @@ def test_lr_plot_draws_every_seed_and_a_dashed_longer_budget(study):
     legend = [text.get_text() for text in fig.legends[0].get_texts()] if fig.legends else [
         text.get_text() for text in antonym.get_legend().get_texts()]
     assert "lstm, 8 steps" in legend  # drawn on capital_of only, still in the legend
+    plt.close(fig)
+
+
+def test_lr_plot_draws_the_final_norms_in_token_norms_below(study):
+    rows = study.lr_rows(["free_rescaled", "lstm"], relations=["capital_of", "antonym"])
+    fig = study_plots.lr_plot(rows, token_norm=2.0)
+    below = fig.axes[2]  # capital_of's norm panel
+    assert below.get_yscale() == "log" and "token norms" in fig.axes[2].get_ylabel()
+    medians = {line.get_color(): list(line.get_ydata()) for line in below.lines
+               if line.get_linestyle() == "-" and len(line.get_xdata()) == 3}
+    assert sorted(medians.values()) == [[1.0, 1.0, 1.0], [1.25, 5.75, 50.75]]  # seeds 0-3
     plt.close(fig)
 
 

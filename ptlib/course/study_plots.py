@@ -139,10 +139,13 @@ def _length_series(ax, rows: list[dict], x: str, style: dict, label: str) -> Non
                 markersize=6, capsize=3, linewidth=1.5, label=label)
 
 
-def lr_plot(rows: list[dict]):
+def lr_plot(rows: list[dict], token_norm: float | None = None):
     """Test EM against the learning rate: one panel per relation, one colour and marker per
     method; a hollow dot per seed, the seeds' mean joined across learning rates, a solid
-    line for the study's shortest step budget and dashed lines for longer ones. ``rows``:
+    line for the study's shortest step budget and dashed lines for longer ones. With
+    ``token_norm`` (the mean token embedding norm), a second row of panels gives each seed's
+    final prompt norm in token norms (log scale; a dotted line at one token), the median
+    joined: how far each method's vectors grew at each rate. ``rows``:
     ``Study.lr_rows(...)``. Returns the Figure."""
     if not rows:
         raise ConfigError("lr_plot: no rows to draw (the study has no runs of these methods "
@@ -150,45 +153,60 @@ def lr_plot(rows: list[dict]):
     relations = list(dict.fromkeys(row["relation"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
     budgets = sorted({row["steps"] for row in rows})
-    fig, axes = plt.subplots(1, len(relations), figsize=(4.4 * len(relations) + 1.6, 3.8),
-                             sharey=True, squeeze=False)
-    for ax, relation in zip(axes[0], relations, strict=True):
+    lrs = sorted({row["lr"] for row in rows})
+    panels = 1 if token_norm is None else 2
+    fig, axes = plt.subplots(panels, len(relations), sharex=True, sharey="row", squeeze=False,
+                             figsize=(4.4 * len(relations) + 1.6, 3.6 * panels))
+    for column, relation in enumerate(relations):
         for index, method in enumerate(methods):
             for steps in budgets:
                 mine = sorted((row for row in rows if (row["relation"], row["method"],
                                                        row["steps"]) == (relation, method, steps)),
                               key=lambda row: row["lr"])
-                _lr_series(ax, mine, index, dashed=steps != budgets[0],
-                           label=f"{method}, {steps} steps")
-        ax.set_xscale("log")
-        lrs = sorted({row["lr"] for row in rows})
-        ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
-        ax.minorticks_off()
-        ax.set_xlabel("learning rate (log scale)")
-        ax.set_title(relation, fontsize=10)
-        ax.set_ylim(-0.02, 1.02)
+                style = {"index": index, "dashed": steps != budgets[0],
+                         "label": f"{method}, {steps} steps"}
+                _lr_series(axes[0][column], mine, "seed_means", np.mean, **style)
+                if token_norm is not None:
+                    scaled = [row | {"norms": [n / token_norm for n in row["final_norms"]
+                                               if n is not None]} for row in mine]
+                    _lr_series(axes[1][column], [row for row in scaled if row["norms"]],
+                               "norms", np.median, **style)
+        axes[0][column].set_title(relation, fontsize=10)
+        axes[0][column].set_ylim(-0.02, 1.02)
+        axes[-1][column].set_xscale("log")
+        axes[-1][column].set_xticks(lrs, [f"{lr:g}" for lr in lrs])
+        axes[-1][column].minorticks_off()
+        axes[-1][column].set_xlabel("learning rate (log scale)")
+        if token_norm is not None:
+            axes[1][column].set_yscale("log")
+            axes[1][column].axhline(1.0, color="black", linestyle=":", lw=1.0)
     axes[0][0].set_ylabel(f"test {EXACT_MATCH}")
+    if token_norm is not None:
+        axes[1][0].set_ylabel("final prompt norm\n(token norms, log scale)")
     handles = {}  # label -> line, from every panel (a budget may be run on one relation only)
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     axes[0][-1].legend(handles.values(), handles.keys(), loc="upper left", fontsize=8,
                        bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, title="method, steps")
-    fig.suptitle("Test EM against learning rate (circles: seeds; line: their mean)")
+    fig.suptitle("Test EM against learning rate (circles: seeds; line: their mean"
+                 + ("; below: final prompt norm, line: median)" if token_norm else ")"))
     fig.tight_layout()
     return fig
 
 
-def _lr_series(ax, rows: list[dict], index: int, dashed: bool, label: str) -> None:
-    """One method at one step budget: each seed side by side at its lr, the mean line."""
+def _lr_series(ax, rows: list[dict], field: str, centre, index: int, dashed: bool,
+               label: str) -> None:
+    """One method at one step budget: each seed's ``field`` value side by side at its lr,
+    and ``centre`` (mean or median) of the seeds joined across learning rates."""
     if not rows:
         return
     colour, marker = f"C{index}", MARKERS[index % len(MARKERS)]
     for row in rows:
-        seeds = row["seed_means"]
-        spread = row["lr"] * np.exp(0.08 * (np.arange(len(seeds)) - (len(seeds) - 1) / 2)
-                                    / max(1, len(seeds) - 1) + (0.12 if dashed else -0.12))
-        ax.plot(spread, seeds, marker, color=colour, markersize=3.5, markerfacecolor="none",
+        values = row[field]
+        spread = row["lr"] * np.exp(0.08 * (np.arange(len(values)) - (len(values) - 1) / 2)
+                                    / max(1, len(values) - 1) + (0.12 if dashed else -0.12))
+        ax.plot(spread, values, marker, color=colour, markersize=3.5, markerfacecolor="none",
                 alpha=0.7)
-    ax.plot([row["lr"] for row in rows], [row["mean"] for row in rows], color=colour,
+    ax.plot([row["lr"] for row in rows], [centre(row[field]) for row in rows], color=colour,
             linestyle="--" if dashed else "-", linewidth=1.8, label=label)

@@ -222,8 +222,10 @@ class Study:
     def lr_rows(self, methods: list[str], relations: list[str] | None = None) -> list[dict]:
         """``summary_rows`` of each method at every (learning rate, steps) the plan trains it
         at on the study's template: one row per (relation, method, lr, steps) with runs, each
-        also holding ``label`` (what ``select`` read), ``method`` (the plain method), ``lr``
-        and ``steps``. ``relations`` default to every relation with runs."""
+        also holding ``label`` (what ``select`` read), ``method`` (the plain method), ``lr``,
+        ``steps`` and ``final_norms`` (per seed, the mean L2 norm of the prompt vectors at the
+        run's last evaluation; None for a record that did not keep it). ``relations`` default
+        to every relation with runs."""
         settings = sorted({(spec.lr, spec.steps) for spec, _ in self.planned
                            if spec.method in methods and spec.lr is not None
                            and spec.template == ""})
@@ -234,8 +236,10 @@ class Study:
             if relations is not None and row["relation"] not in relations:
                 continue
             method, lr, steps = labels[row["method"]]
+            norms = [record.get("dev_curve", {}).get("prompt_norm", [None])[-1]
+                     for record in self.select(row["relation"], row["method"])]
             rows.append(row | {"label": row["method"], "method": method, "lr": lr,
-                               "steps": steps})
+                               "steps": steps, "final_norms": norms})
         if relations is not None:  # in the order asked for
             rows.sort(key=lambda row: relations.index(row["relation"]))
         return rows
