@@ -15,8 +15,6 @@ patience ran out, cap = the forward budget). Writes ``bench/results/compute_to_q
 
 import argparse
 import json
-import statistics
-from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -32,39 +30,19 @@ METHODS = ("manual", "autoprompt_manual", "gcg_manual", "free_rescaled", "lstm")
 STUDY = Path(__file__).resolve().parent.parent / "studies" / "course_study_v2.json"
 
 
-def first_reaching(curve: tuple[list[int], list[float]], level: float) -> int | None:
-    """Forwards at the first evaluation whose dev EM reaches ``level`` (None if none does)."""
-    return next((f for f, value in zip(*curve, strict=True) if value >= level), None)
-
-
-def method_row(study: Study, relation: str, method: str, manual_dev: float) -> dict | None:
-    records = study.select(relation, method)
-    if not records:
-        return None
-    curves = study.dev_curves(relation, method)
-    reach = [first_reaching(curve, manual_dev) for curve in curves]
-    reached = [r for r in reach if r is not None]
-    return {"relation": relation, "method": method, "runs": len(records),
-            "best_dev_em": statistics.fmean(r["best_dev_exact_match"] for r in records),
-            "test_em": statistics.fmean(r["test"]["exact_match"] for r in records),
-            "median_forwards": statistics.median(max(c[0]) for c in curves) if curves else 0,
-            "median_forwards_to_manual": statistics.median(reached) if reached else None,
-            "reached_manual": f"{len(reached)}/{len(curves)}",
-            "stopped_by": dict(Counter(r.get("stopped_by", "-") for r in records))}
-
-
 def markdown(rows: list[dict]) -> str:
+    """``Study.compute_rows`` as the Markdown table of RESULTS.md."""
     lines = ["| relation | method | runs | best dev EM | test EM | median forwards | "
              "median forwards to the manual dev EM (runs that got there) | stopped by |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         to_manual = row["median_forwards_to_manual"]
-        stopped = ", ".join(f"{k} {v}" for k, v in row["stopped_by"].items() if k != "-")
+        stopped = ", ".join(f"{k} {v}" for k, v in row["stopped_by"].items())
         lines.append(f"| {row['relation']} | {row['method']} | {row['runs']} | "
                      f"{row['best_dev_em']:.3f} | {row['test_em']:.3f} | "
                      f"{row['median_forwards']:,.0f} | "
                      f"{'-' if to_manual is None else f'{to_manual:,.0f}'} "
-                     f"({row['reached_manual']}) | {stopped or '-'} |")
+                     f"({row['reached']}) | {stopped or '-'} |")
     return "\n".join(lines)
 
 
@@ -74,15 +52,8 @@ def main(argv=None) -> None:
     parser.add_argument("study", nargs="?", default=str(STUDY), help="a study config")
     args = parser.parse_args(argv)
     study = Study.load(args.study)
-    relations = list(dict.fromkeys(r["relation"] for r in study.records))
-    rows, curves = [], {}
-    for relation in relations:
-        manual = study.select(relation, "manual")
-        manual_dev = manual[0]["best_dev_exact_match"] if manual else float("inf")
-        found = [method_row(study, relation, m, manual_dev) for m in METHODS]
-        rows += [row for row in found if row is not None]
-        curves[relation] = {m: study.dev_curves(relation, m) for m in METHODS
-                            if study.select(relation, m)}
+    rows = study.compute_rows(list(METHODS))
+    curves = study.compute_curves(list(METHODS))
     table = markdown(rows)
     print(table)
     if curves:
@@ -92,7 +63,7 @@ def main(argv=None) -> None:
     write_result("compute_to_quality", {
         "command": "python bench/compute_to_quality.py", "study": study.config.name,
         "records": len(study.records), "rows": rows})
-    print(json.dumps({"records": len(study.records), "relations": relations}))
+    print(json.dumps({"records": len(study.records), "relations": list(curves)}))
 
 
 if __name__ == "__main__":

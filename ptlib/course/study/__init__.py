@@ -9,8 +9,8 @@ curve, per-fact test outcomes (for paired statistics), wall time, commit and mac
 
 from ptlib.course.study.config import METHODS, RunSpec, StudyConfig, parse_only, plan
 from ptlib.course.study.records import append_result, read_results, run_key
-from ptlib.course.study.results import Study
+from ptlib.course.study.results import Study, compute_table
 from ptlib.course.study.runner import run_one, run_study
 
 __all__ = ["METHODS", "RunSpec", "Study", "StudyConfig", "append_result", "parse_only", "plan",
-           "read_results", "run_key", "run_one", "run_study"]
+           "compute_table", "read_results", "run_key", "run_one", "run_study"]

@@ -5,15 +5,17 @@ relation on their common seeds, ``compare`` the verdict, and ``summary_table`` t
 method table of mean EM with intervals; ``cost_table`` adds what each method trains and
 spends, ``length_rows`` reads prompts of several lengths L (the study's prefix templates,
 ``[P]`` x L before the manual template), ``lr_rows`` the methods across learning rates and
-step budgets, ``collapse_counts`` how often runs collapse, ``compare_live`` sets a notebook's
-live run beside the study's record of the same run, and ``arms_note`` says which arms have no
-rows yet. A
-method label is a method with, optionally, ``lr=...``, ``steps=...`` (default: the study's
-training settings) and ``template=NAME`` (one of the study's named templates; default: its
-``template``).
+step budgets, ``collapse_counts`` how often runs collapse, ``compute_rows`` (with
+``compute_table``) how much compute each method spends to reach which dev quality,
+``compare_live`` sets a notebook's live run beside the study's record of the same run, and
+``arms_note`` says which arms have no rows yet. A method label is a method with, optionally,
+``lr=...``, ``steps=...`` (default: the study's training settings) and ``template=NAME`` (one
+of the study's named templates; default: its ``template``).
 """
 
 import dataclasses
+import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +133,45 @@ class Study:
             elif record["method"] == "manual":
                 curves.append(([0], list(curve["exact_match"])))
         return curves
+
+    def compute_rows(self, labels: list[str], relations: list[str] | None = None) -> list[dict]:
+        """Compute to quality, one row per (relation, method label) with runs: ``runs``, the
+        mean best dev EM and test EM, the median forward-pass equivalents a run spent
+        (``dev_curves``: a backward counts two, dev evaluations are not counted), the median
+        forwards at which a run first reached the manual template's dev EM on that relation
+        (None when none did; ``reached``: "runs that did/runs"), and ``stopped_by``, how many
+        runs stopped for each reason (a search: patience, its forward cap or its iterations).
+        ``relations`` default to every relation with runs."""
+        rows = []
+        for relation in relations or list(dict.fromkeys(r["relation"] for r in self.records)):
+            manual = self.select(relation, "manual")
+            level = manual[0]["best_dev_exact_match"] if manual else math.inf
+            for label in labels:
+                records = self.select(relation, label)
+                curves = self.dev_curves(relation, label)
+                if not records or not curves:
+                    continue
+                reached = [f for f in (_first_reaching(curve, level) for curve in curves)
+                           if f is not None]
+                rows.append({
+                    "relation": relation, "method": label, "runs": len(records),
+                    "best_dev_em": float(np.mean([r["best_dev_exact_match"] for r in records])),
+                    "test_em": float(np.mean([_test_em(r) for r in records])),
+                    "median_forwards": float(np.median([max(c[0]) for c in curves])),
+                    "median_forwards_to_manual": float(np.median(reached)) if reached else None,
+                    "reached": f"{len(reached)}/{len(curves)}",
+                    "stopped_by": dict(Counter(r["stopped_by"] for r in records
+                                               if r.get("stopped_by")))})
+        return rows
+
+    def compute_curves(self, labels: list[str], relations: list[str] | None = None
+                       ) -> dict[str, dict[str, list]]:
+        """relation -> method label -> ``dev_curves``, for ``study_plots.compute_to_quality``;
+        labels without runs on a relation are left out."""
+        return {relation: {label: self.dev_curves(relation, label) for label in labels
+                           if self.select(relation, label)}
+                for relation in relations or list(dict.fromkeys(r["relation"]
+                                                                for r in self.records))}
 
     def summary_rows(self, labels: list[str] | None = None) -> list[dict]:
         """One row per (relation, method label) with runs: mean test EM, its 95% interval
@@ -355,6 +396,28 @@ def _text_table(rows: list[dict], extra_header: str, extra_cells, footnote: str)
                      f"{row['mean']:7.3f}  [{row['low']:.3f}, {row['high']:.3f}]  "
                      + extra_cells(row))
     return "\n".join([*lines, footnote])
+
+
+def compute_table(rows: list[dict]) -> str:
+    """``Study.compute_rows`` as a text table, one line per (relation, method)."""
+    width = max(len("method"), *(len(row["method"]) for row in rows)) if rows else 6
+    lines = [f"{'relation':18s} {'method':{width}s} runs  best dev EM  test EM  median forwards"
+             "  to manual's dev EM (runs)  stopped by"]
+    for row in rows:
+        to_manual = row["median_forwards_to_manual"]
+        stopped = ", ".join(f"{why} {count}" for why, count in row["stopped_by"].items())
+        lines.append(f"{row['relation']:18s} {row['method']:{width}s} {row['runs']:4d}  "
+                     f"{row['best_dev_em']:11.3f}  {row['test_em']:7.3f}  "
+                     f"{row['median_forwards']:15,.0f}  "
+                     f"{'-' if to_manual is None else f'{to_manual:,.0f}':>17s} ({row['reached']})"
+                     f"  {stopped or '-'}")
+    return "\n".join([*lines, "(forwards: forward-pass equivalents, a backward counts two, dev "
+                       "evaluations not counted; medians over runs)"])
+
+
+def _first_reaching(curve: tuple[list[int], list[float]], level: float) -> int | None:
+    """Forwards at a curve's first evaluation whose dev EM reaches ``level`` (None: none)."""
+    return next((f for f, value in zip(*curve, strict=True) if value >= level), None)
 
 
 def _test_em(record: dict) -> float:
