@@ -14,7 +14,7 @@ import importlib
 
 from ptlib.checkpoint import load_prompt, read_prompt_file, save_prompt, save_slots
 from ptlib.data import Fact, Task, list_tasks, load_task, read_facts
-from ptlib.discrete import SearchConfig, SearchResult, manual_prompts, search
+from ptlib.discrete import SearchConfig, SearchResult, manual_prompts, search, search_from_manual
 from ptlib.encoders import build_encoder
 from ptlib.errors import (
     ConfigError,
@@ -43,7 +43,8 @@ __all__ = [
     "TrainingError", "build_batch", "build_encoder", "evaluate", "export_peft_adapter",
     "few_shot", "generate", "import_peft_adapter", "list_tasks", "load_lm", "load_prompt",
     "load_task", "manual_prompts", "parse_template", "read_facts", "read_prompt_file",
-    "save_prompt", "save_slots", "search", "tiny_lm", "train", "train_lora",
+    "save_prompt", "save_slots", "search", "search_from_manual", "tiny_lm", "train",
+    "train_lora",
 ]
 
 # Engine submodules imported on first attribute access (``ptlib.stats.paired_difference``),

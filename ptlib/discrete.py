@@ -318,3 +318,21 @@ def search(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts:
                    desc=progress_label or f"search {config.method}")
     loop.run(bar)
     return loop.result()
+
+
+def search_from_manual(lm: LM, task: Task, config: SearchConfig | None = None,
+                       manual: str | None = None, show_progress: bool = True,
+                       progress_label: str | None = None) -> SearchResult:
+    """A search that starts at a manual template: ``manual``, or by default the task's manual
+    template best on dev (at the search's precision), rewritten with a slot per token and the
+    slots starting at its own tokens (``manual_start``). Searched on the task's train facts,
+    kept on dev: the result is never below that template on dev. Its ``template`` is the slot
+    template."""
+    config = config or SearchConfig()
+    if manual is None:
+        manual, _ = best_manual_template(lm, task, "dev",
+                                         resolve_precision(config.precision, lm.device))
+    template, start = manual_start(lm, manual, [fact.x for fact in task.facts])
+    return search(lm, template, task.split("train"), task.split("dev"), config,
+                  show_progress=show_progress, progress_label=progress_label,
+                  initial_slots=start)

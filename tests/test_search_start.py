@@ -5,9 +5,17 @@ the tiny model."""
 import pytest
 import torch
 
-from ptlib import SearchConfig, TemplateError, evaluate, parse_template, search
+from ptlib import (
+    SearchConfig,
+    TemplateError,
+    evaluate,
+    load_task,
+    parse_template,
+    search,
+    search_from_manual,
+)
 from ptlib import proposers as proposers_module
-from ptlib.discrete import allowed_tokens, manual_start
+from ptlib.discrete import allowed_tokens, best_manual_template, manual_start
 from ptlib.proposers import SearchState, propose_gcg, slot_runs, survives_retokenisation
 
 MANUAL = "The capital of {x} is"
@@ -120,3 +128,19 @@ def test_gcg_candidates_are_single_swaps_from_each_slots_top_k_that_survive(tiny
             assert int(prompt[position]) in pool[position].tolist()
         assert survives_retokenisation(tiny.tokenizer, template, prompt)
     assert len({tuple(int(i) for i in (p != slots).nonzero()) for p in proposal.prompts}) > 1
+
+
+def test_search_from_manual_starts_at_the_template_chosen_on_dev_or_the_one_given(tiny):
+    task = load_task("capital_of")
+    cfg = SearchConfig(method="gcg", iterations=3, num_candidates=4, top_k=8, batch_size=4,
+                       eval_every=1, seed=0, precision="fp32")
+    chosen, on_dev = best_manual_template(tiny, task, "dev", "fp32")
+    result = search_from_manual(tiny, task, cfg, show_progress=False)
+    assert result.history.dev_exact_match[0] == on_dev.exact_match
+    assert result.history.dev_nll[0] == pytest.approx(on_dev.nll, abs=1e-5)
+    assert result.best_dev_exact_match >= on_dev.exact_match
+    assert parse_template(result.template).num_slots > 0
+    other = next(text for text in task.templates if text != chosen)
+    given = search_from_manual(tiny, task, cfg, manual=other, show_progress=False)
+    start = evaluate(tiny, parse_template(other), task.split("dev"), precision="fp32")
+    assert given.history.dev_nll[0] == pytest.approx(start.nll, abs=1e-5)

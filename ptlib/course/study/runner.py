@@ -38,7 +38,7 @@ from ptlib.course.study.records import (
 )
 from ptlib.course.study.results import Study
 from ptlib.data import Fact, Task, load_task
-from ptlib.discrete import SearchConfig, best_manual_template, manual_start, search
+from ptlib.discrete import SearchConfig, best_manual_template, search, search_from_manual
 from ptlib.errors import ConfigError, DataError
 from ptlib.few_shot import few_shot
 from ptlib.flops import trainable_parameters
@@ -84,13 +84,15 @@ def _run_search(lm: LM, config: StudyConfig, spec: RunSpec, task: Task, resolved
                 ) -> dict:
     """A discrete search, from the study's init token or from the manual template chosen on
     dev (written as slots that start at its tokens)."""
-    template, start, extra = _slot_template(lm, config, spec, task), None, {}
+    search_config, extra = SearchConfig(**resolved), {}
     if SEARCHES[spec.method][1] == "manual":
-        manual = _chosen_manual(lm, config, task)
-        template, start = manual_start(lm, manual, [f.x for f in task.facts])
-        extra["start_template"] = manual
-    result = search(lm, template, task.split("train"), task.split("dev"),
-                    SearchConfig(**resolved), show_progress=False, initial_slots=start)
+        extra["start_template"] = _chosen_manual(lm, config, task)
+        result = search_from_manual(lm, task, search_config, manual=extra["start_template"],
+                                    show_progress=False)
+    else:
+        result = search(lm, _slot_template(lm, config, spec, task), task.split("train"),
+                        task.split("dev"), search_config, show_progress=False)
+    template = result.template
     history = result.history
     curve = {"step": history.eval_iteration, "exact_match": history.dev_exact_match,
              "nll": history.dev_nll,
