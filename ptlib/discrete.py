@@ -140,6 +140,11 @@ class SearchHistory:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def dev_forwards(self) -> list[int]:
+        """Sequence forwards spent by each dev evaluation (``eval_iteration``), 0 for the
+        start: with ``dev_exact_match``, the search's dev curve against compute."""
+        return [0] + [self.forwards[i - 1] for i in self.eval_iteration[1:]]
+
 
 @dataclass
 class SearchResult:

@@ -489,3 +489,24 @@ def test_a_live_run_is_set_beside_the_studys_record_of_it(uninterrupted):
     elsewhere = [r | {"machine": r["machine"] | {"torch_threads": 99}} for r in records]
     moved = study.Study(loaded.config, elsewhere).compare_live("capital_of", result, flipped)
     assert "torch threads 99 there" in moved
+
+
+def test_a_live_search_is_set_beside_the_studys_record_of_it(uninterrupted):
+    """The tiny study's AutoPrompt run, repeated with the config the study gives it, is found
+    and agrees on every test fact; its dev curve against forwards starts at 0."""
+    config, records, _ = uninterrupted
+    loaded = study.Study.load(config)
+    record = next(r for r in records if r["method"] == "autoprompt" and r["seed"] == 1)
+    search_config = config.search_config("autoprompt", seed=1)
+    assert search_config.identity() == record["config"]
+    task = ptlib.load_task("capital_of")
+    lm = ptlib.load_lm("tiny")
+    result = ptlib.search(lm, record["template"], task.split("train"), task.split("dev"),
+                          search_config, show_progress=False)
+    assert loaded.same_run("capital_of", result) == record
+    exact = result.evaluate(lm, task.split("test")).exact
+    line = loaded.compare_live("capital_of", result, exact)
+    assert line.startswith("autoprompt search, seed 1:") and "the same outcome on all" in line
+    forwards = result.history.dev_forwards()
+    assert forwards[0] == 0 and forwards == record["dev_curve"]["forwards"]
+    assert len(forwards) == len(result.history.dev_exact_match)

@@ -170,6 +170,17 @@ class StudyConfig:
         hold ``{manual}``, which a run fills with the manual template chosen on dev."""
         return self.templates[name] if name else self.template
 
+    def search_config(self, method: str, seed: int, steps: int | None = None) -> SearchConfig:
+        """The ``SearchConfig`` the study runs search ``method`` (e.g. ``"gcg_manual"``) with
+        at ``seed``: its ``search`` settings, the method's proposer, and a forward cap of
+        ``search_budget`` times a training run of ``steps`` (default: the study's), which with
+        patience is what stops it."""
+        train_batch = TrainConfig(**self.train).batch_size
+        trained = 3 * (steps or self.steps) * train_batch  # forward + backward (two) per fact
+        proposer, _ = SEARCHES[method]
+        return SearchConfig(**self.search, method=proposer, iterations=SEARCH_ITERATIONS,
+                            max_forwards=round(self.search_budget * trained), seed=seed)
+
     @property
     def steps(self) -> int:
         return TrainConfig(**self.train).steps

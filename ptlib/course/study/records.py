@@ -20,14 +20,12 @@ from ptlib.course.study.config import (
     LORA,
     MANUAL,
     ON_MANUAL,
-    SEARCH_ITERATIONS,
     SEARCHES,
     TRAINED,
     RunSpec,
     StudyConfig,
 )
 from ptlib.data import Fact, Task
-from ptlib.discrete import SearchConfig
 from ptlib.errors import ConfigError, DataError
 from ptlib.few_shot import SEPARATOR
 from ptlib.legacy import renamed
@@ -50,12 +48,7 @@ def resolved_config(config: StudyConfig, spec: RunSpec, task: Task) -> dict:
     if spec.method == LORA:
         return dataclasses.asdict(config.lora_config(spec.seed, spec.lr, spec.steps))
     if spec.method in SEARCHES:
-        train_batch = TrainConfig(**config.train).batch_size
-        trained = 3 * spec.steps * train_batch  # forward + backward (two) per fact per step
-        proposer, _ = SEARCHES[spec.method]
-        return SearchConfig(**config.search, method=proposer, iterations=SEARCH_ITERATIONS,
-                            max_forwards=round(config.search_budget * trained),
-                            seed=spec.seed).identity()
+        return config.search_config(spec.method, spec.seed, spec.steps).identity()
     encoder, init = TRAINED[spec.method]
     fields = dict(config.train, lr=spec.lr, steps=spec.steps, seed=spec.seed, encoder=encoder)
     if init is not None:

@@ -27,6 +27,7 @@ from ptlib.course.study.config import MANUAL_PLACEHOLDER, METHODS, StudyConfig, 
 from ptlib.course.study.records import read_results, run_key
 from ptlib.data import load_task
 from ptlib.deep_prompt import prefix_length
+from ptlib.discrete import SearchResult
 from ptlib.errors import ConfigError, DataError, TemplateError
 from ptlib.template import INPUT, parse_template
 from ptlib.training import TrainResult
@@ -305,30 +306,29 @@ class Study:
                 counts[label][1] += len(scores)
         return {label: (collapsed, runs) for label, (collapsed, runs) in counts.items()}
 
-    def same_run(self, relation: str, result: TrainResult) -> dict | None:
-        """The study's record of the run a live ``train`` repeats: the same relation and
-        template text, the precision each resolved, and every other field of
-        ``result.config`` that the record's config holds equal. None when the study has no
-        such run."""
-        live = dataclasses.asdict(result.config)
+    def same_run(self, relation: str, result: TrainResult | SearchResult) -> dict | None:
+        """The study's record of the run a live ``train`` or ``search`` repeats: the same
+        relation and template text, and for training the precision each resolved and every
+        other field of ``result.config`` that the record's config holds equal; for a search,
+        the same config. None when the study has no such run."""
         for record in self.records:
-            saved = record.get("config") or {}
             if (record["relation"], record.get("template")) != (relation, result.template):
                 continue
-            if ({"encoder", "seed", "steps", "lr"} <= saved.keys()  # a training run's config
-                    and record.get("precision") == result.precision
-                    and all(live[name] == value for name, value in saved.items()
-                            if name in live and name != "precision")):
+            if _same_config(record, result):
                 return record
         return None
 
-    def compare_live(self, relation: str, result: TrainResult, test_exact: list[bool]) -> str:
-        """One line on a live run (its ``TrainResult`` and per-fact test outcomes) against the
-        study's record of the same run (``same_run``): both test EMs, how many test facts
-        differ, and when some do, what differs between the two runs' machines (precision,
-        torch threads) or else that the commit or the CPU does."""
+    def compare_live(self, relation: str, result: TrainResult | SearchResult,
+                     test_exact: list[bool]) -> str:
+        """One line on a live run (its ``TrainResult`` or ``SearchResult`` and per-fact test
+        outcomes) against the study's record of the same run (``same_run``): both test EMs,
+        how many test facts differ, and when some do, what differs between the two runs'
+        machines (precision, torch threads) or else that the commit or the CPU does."""
         config = result.config
-        label = f"{config.encoder}{f' ({config.init})' if config.encoder == 'free' else ''}"
+        if isinstance(result, SearchResult):
+            label = f"{config.method} search"
+        else:
+            label = f"{config.encoder}{f' ({config.init})' if config.encoder == 'free' else ''}"
         live = f"{label}, seed {config.seed}: live test EM {np.mean(test_exact):.3f}"
         record = self.same_run(relation, result)
         if record is None:
@@ -342,7 +342,7 @@ class Study:
             return f"{live} = {study}: the same outcome on all {len(theirs)} facts"
         machine = record.get("machine", {})
         causes = [f"{what} {there} there, {here} here" for what, there, here in (
-            ("precision", record.get("precision"), result.precision),
+            ("precision", record.get("precision"), _precision(result)),
             ("torch threads", machine.get("torch_threads"), torch.get_num_threads()))
             if there is not None and there != here]
         return (f"{live}, {study}: {differ} of {len(theirs)} facts differ ("
@@ -413,6 +413,26 @@ def compute_table(rows: list[dict]) -> str:
                      f"  {stopped or '-'}")
     return "\n".join([*lines, "(forwards: forward-pass equivalents, a backward counts two, dev "
                        "evaluations not counted; medians over runs)"])
+
+
+def _precision(result: TrainResult | SearchResult) -> str:
+    """The precision a live run ran at, "auto" resolved."""
+    return result.config.precision if isinstance(result, SearchResult) else result.precision
+
+
+def _same_config(record: dict, result: TrainResult | SearchResult) -> bool:
+    """Whether ``record`` is the run ``result`` repeats (its relation and template aside)."""
+    saved = record.get("config") or {}
+    if record.get("precision") != _precision(result):  # each as its run resolved "auto"
+        return False
+    if isinstance(result, SearchResult):
+        live = result.config.identity()
+        return {"method", "seed"} <= saved.keys() and all(
+            saved.get(name) == value for name, value in live.items() if name != "precision")
+    live = dataclasses.asdict(result.config)
+    return ({"encoder", "seed", "steps", "lr"} <= saved.keys()  # a training run's config
+            and all(live[name] == value for name, value in saved.items()
+                    if name in live and name != "precision"))
 
 
 def _first_reaching(curve: tuple[list[int], list[float]], level: float) -> int | None:

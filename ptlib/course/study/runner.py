@@ -95,8 +95,7 @@ def _run_search(lm: LM, config: StudyConfig, spec: RunSpec, task: Task, resolved
     template = result.template
     history = result.history
     curve = {"step": history.eval_iteration, "exact_match": history.dev_exact_match,
-             "nll": history.dev_nll,
-             "forwards": [0] + [history.forwards[i - 1] for i in history.eval_iteration[1:]]}
+             "nll": history.dev_nll, "forwards": history.dev_forwards()}
     return {"template": template, "prompt": result.prompt_text,
             "best_dev_exact_match": result.best_dev_exact_match, "dev_curve": curve,
             "forwards": result.forwards, "stopped_by": result.stopped_by,
