@@ -89,6 +89,7 @@ def every_figure():
         "study_strip": study_plots.study_strip(STUDY_ROWS),
         "compute_to_quality": study_plots.compute_to_quality(CURVES),
         "prompt_length_plot": study_plots.prompt_length_plot(LENGTH_ROWS),
+        "lr_plot": study_plots.lr_plot(LR_ROWS, token_norm=3.2),
     }
 
 
@@ -113,6 +114,13 @@ LENGTH_ROWS = [  # as ptlib.course.study.Study.length_rows gives them
     for relation in ("capital_of", "antonym")
     for method, width, base in (("prefix", 11_520, 0.5), ("free_rescaled", 576, 0.3))
     for length, m in ((1, base), (3, base + 0.1), (10, base + 0.2))]
+
+LR_ROWS = [  # as ptlib.course.study.Study.lr_rows gives them
+    {"relation": relation, "method": method, "lr": lr, "steps": steps,
+     "seed_means": [m - 0.05, m + 0.05], "mean": m, "final_norms": [norm, None]}
+    for relation in ("capital_of", "antonym")
+    for method, m, norm in (("lstm", 0.4, 100.0), ("free_rescaled", 0.5, 3.2))
+    for lr, steps in ((3e-4, 60), (3e-3, 60), (3e-2, 60), (3e-3, 240))]
 
 
 @pytest.fixture(scope="module")

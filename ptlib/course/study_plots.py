@@ -176,7 +176,8 @@ def lr_plot(rows: list[dict], token_norm: float | None = None):
         axes[-1][column].set_xscale("log")
         axes[-1][column].set_xticks(lrs, [f"{lr:g}" for lr in lrs])
         axes[-1][column].minorticks_off()
-        axes[-1][column].set_xlabel("learning rate (log scale)")
+        for ax in axes[:, column]:
+            ax.set_xlabel("learning rate (log scale)")
         if token_norm is not None:
             axes[1][column].set_yscale("log")
             axes[1][column].axhline(1.0, color="black", linestyle=":", lw=1.0)
