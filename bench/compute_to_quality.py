@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 from _common import RESULTS_DIR, write_result  # noqa: E402
 
 from ptlib.course.study import Study  # noqa: E402
+from ptlib.course.study.results import COMPUTE_COLUMNS, compute_cells  # noqa: E402
 from ptlib.course.study_plots import compute_to_quality  # noqa: E402
 
 METHODS = ("manual", "autoprompt_manual", "gcg_manual", "free_rescaled", "lstm")
@@ -32,17 +33,8 @@ STUDY = Path(__file__).resolve().parent.parent / "studies" / "course_study_v2.js
 
 def markdown(rows: list[dict]) -> str:
     """``Study.compute_rows`` as the Markdown table of RESULTS.md."""
-    lines = ["| relation | method | runs | best dev EM | test EM | median forwards | "
-             "median forwards to the manual dev EM (runs that got there) | stopped by |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        to_manual = row["median_forwards_to_manual"]
-        stopped = ", ".join(f"{k} {v}" for k, v in row["stopped_by"].items())
-        lines.append(f"| {row['relation']} | {row['method']} | {row['runs']} | "
-                     f"{row['best_dev_em']:.3f} | {row['test_em']:.3f} | "
-                     f"{row['median_forwards']:,.0f} | "
-                     f"{'-' if to_manual is None else f'{to_manual:,.0f}'} "
-                     f"({row['reached']}) | {stopped or '-'} |")
+    lines = ["| " + " | ".join(COMPUTE_COLUMNS) + " |", "|---" * len(COMPUTE_COLUMNS) + "|"]
+    lines += ["| " + " | ".join(compute_cells(row)) + " |" for row in rows]
     return "\n".join(lines)
 
 

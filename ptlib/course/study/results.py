@@ -398,19 +398,28 @@ def _text_table(rows: list[dict], extra_header: str, extra_cells, footnote: str)
     return "\n".join([*lines, footnote])
 
 
+COMPUTE_COLUMNS = ("relation", "method", "runs", "best dev EM", "test EM", "median forwards",
+                   "to manual's dev EM (runs)", "stopped by")  # compute_cells, in order
+
+
+def compute_cells(row: dict) -> list[str]:
+    """One ``Study.compute_rows`` row as the text of its ``COMPUTE_COLUMNS`` cells."""
+    to_manual = row["median_forwards_to_manual"]
+    stopped = ", ".join(f"{why} {count}" for why, count in row["stopped_by"].items())
+    return [row["relation"], row["method"], str(row["runs"]), f"{row['best_dev_em']:.3f}",
+            f"{row['test_em']:.3f}", f"{row['median_forwards']:,.0f}",
+            f"{'-' if to_manual is None else f'{to_manual:,.0f}'} ({row['reached']})",
+            stopped or "-"]
+
+
 def compute_table(rows: list[dict]) -> str:
-    """``Study.compute_rows`` as a text table, one line per (relation, method)."""
-    width = max(len("method"), *(len(row["method"]) for row in rows)) if rows else 6
-    lines = [f"{'relation':18s} {'method':{width}s} runs  best dev EM  test EM  median forwards"
-             "  to manual's dev EM (runs)  stopped by"]
-    for row in rows:
-        to_manual = row["median_forwards_to_manual"]
-        stopped = ", ".join(f"{why} {count}" for why, count in row["stopped_by"].items())
-        lines.append(f"{row['relation']:18s} {row['method']:{width}s} {row['runs']:4d}  "
-                     f"{row['best_dev_em']:11.3f}  {row['test_em']:7.3f}  "
-                     f"{row['median_forwards']:15,.0f}  "
-                     f"{'-' if to_manual is None else f'{to_manual:,.0f}':>17s} ({row['reached']})"
-                     f"  {stopped or '-'}")
+    """``Study.compute_rows`` as a text table, one line per (relation, method), columns
+    aligned."""
+    cells = [list(COMPUTE_COLUMNS)] + [compute_cells(row) for row in rows]
+    widths = [max(len(line[column]) for line in cells) for column in range(len(COMPUTE_COLUMNS))]
+    lines = ["  ".join(text.ljust(width) if column < 2 else text.rjust(width)
+                       for column, (text, width) in enumerate(zip(line, widths, strict=True)))
+             for line in cells]
     return "\n".join([*lines, "(forwards: forward-pass equivalents, a backward counts two, dev "
                        "evaluations not counted; medians over runs)"])
 
