@@ -81,6 +81,18 @@ def compute_to_quality(curves: dict[str, dict[str, Curves]]):
     return fig
 
 
+def _relations_and_methods(rows: list[dict], figure: str, where: str
+                           ) -> tuple[list[str], list[str]]:
+    """The relations and methods of a figure's rows, in order of first appearance;
+    ``ConfigError`` naming the figure when there are no rows (the study has no runs of these
+    methods ``where`` yet)."""
+    if not rows:
+        raise ConfigError(f"{figure}: no rows to draw (the study has no runs of these methods "
+                          f"{where} yet)")
+    return (list(dict.fromkeys(row["relation"] for row in rows)),
+            list(dict.fromkeys(row["method"] for row in rows)))
+
+
 def prompt_length_plot(rows: list[dict]):
     """Test EM against the prompt's length and its cost: one row of panels per relation, on
     the left against L virtual tokens, on the right against the trainable parameters a run
@@ -88,11 +100,8 @@ def prompt_length_plot(rows: list[dict]):
     mean joined across lengths, its 95% interval as a bar. ``rows``:
     ``Study.length_rows(...)`` (rows without a recorded parameter count are left out of the
     right panel). Returns the Figure."""
-    if not rows:
-        raise ConfigError("prompt_length_plot: no rows to draw (the study has no runs of "
-                          "these methods on its prefix templates yet)")
-    relations = list(dict.fromkeys(row["relation"] for row in rows))
-    methods = list(dict.fromkeys(row["method"] for row in rows))
+    relations, methods = _relations_and_methods(
+        rows, "prompt_length_plot", "on its prefix templates")
     lengths = sorted({row["length"] for row in rows})
     fig, axes = plt.subplots(len(relations), 2, figsize=(10, 3.2 * len(relations)),
                              sharey=True, squeeze=False)
@@ -147,11 +156,7 @@ def lr_plot(rows: list[dict], token_norm: float | None = None):
     final prompt norm in token norms (log scale; a dotted line at one token), the median
     joined: how far each method's vectors grew at each rate. ``rows``:
     ``Study.lr_rows(...)``. Returns the Figure."""
-    if not rows:
-        raise ConfigError("lr_plot: no rows to draw (the study has no runs of these methods "
-                          "across learning rates yet)")
-    relations = list(dict.fromkeys(row["relation"] for row in rows))
-    methods = list(dict.fromkeys(row["method"] for row in rows))
+    relations, methods = _relations_and_methods(rows, "lr_plot", "across learning rates")
     budgets = sorted({row["steps"] for row in rows})
     lrs = sorted({row["lr"] for row in rows})
     panels = 1 if token_norm is None else 2
