@@ -4,7 +4,9 @@ tokens.
 E is the (V, d) embedding matrix; "the token manifold" here means its V rows. Functions take
 (L, d) prompt vectors and answer: which tokens are closest, how far off the nearest token each
 vector is, what norm it has against the token-norm distribution, what is lost by snapping it to
-its nearest token, and how the loss changes along a path between two tokens.
+its nearest token, and how the loss changes along a path between two tokens. For deep prompts
+the same question one level down: how long are a prompt's keys and values at each layer, against
+the keys and values the model computes for real tokens there.
 """
 
 from dataclasses import dataclass
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ptlib.data import Fact
-from ptlib.model import LM
+from ptlib.deep_prompt import DeepShape, deep_shape, layer_keys_values
+from ptlib.model import LM, cache_keyword
 from ptlib.objective import evaluate
 from ptlib.precision import DEFAULT_PRECISION
 from ptlib.template import Template
@@ -168,6 +171,46 @@ def greedy_continuation(lm: LM, text: str, max_new_tokens: int = 5) -> str:
         logits = lm.model(input_ids=ids).logits[0, -1]  # (V,)
         ids = torch.cat([ids, logits.argmax().view(1, 1)], dim=1)  # (1, T + t + 1)
     return lm.tokenizer.decode(ids[0, start:].tolist())
+
+
+def _median_head_norms(states: torch.Tensor) -> torch.Tensor:
+    """Median over heads and positions of the L2 norm of each head's vector: () from
+    (rows, kv_heads, T, head_dim) keys or values."""
+    return states.float().norm(dim=-1).median()
+
+
+@torch.no_grad()
+def model_kv_norms(lm: LM, texts: list[str]) -> torch.Tensor:
+    """How long the keys and values the frozen model caches for real tokens are, per layer:
+    (layers, 2), column 0 keys and column 1 values, each the median over the texts' tokens and
+    the key/value heads of one head's L2 norm (``head_dim`` numbers).
+
+    The scale a deep prompt's entries meet at each layer. Each text runs alone (no padding,
+    tokenised as templates are); keys are read after the rotary embedding, which keeps norms.
+    """
+    if not texts:
+        raise ValueError("model_kv_norms needs at least one text")
+    layers = deep_shape(lm.model).layers
+    per_layer: list[list[torch.Tensor]] = [[] for _ in range(layers)]
+    for text in texts:
+        out = lm.model(input_ids=_text_ids(lm, text), use_cache=True)
+        cache = getattr(out, cache_keyword(lm.model))
+        for layer in range(layers):
+            entry = cache.layers[layer]
+            per_layer[layer].append(torch.stack([  # (2, kv_heads * T)
+                entry.keys[0].float().norm(dim=-1).flatten(),
+                entry.values[0].float().norm(dim=-1).flatten()]))
+    return torch.stack([torch.cat(norms, dim=1).median(dim=1).values.cpu()
+                        for norms in per_layer])
+
+
+def deep_prompt_kv_norms(prompt: torch.Tensor, shape: DeepShape) -> torch.Tensor:
+    """How long a deep prompt's keys and values are, per layer: (layers, 2) from the (L, D)
+    prompt, laid out as ``model_kv_norms`` (the median over its L entries and the key/value
+    heads of one head's L2 norm). An N(0, 1) prompt gives about sqrt(head_dim) everywhere."""
+    pairs = layer_keys_values(prompt.detach().float().cpu(), shape, rows=1)
+    return torch.tensor([[_median_head_norms(keys), _median_head_norms(values)]
+                         for keys, values in pairs])
 
 
 def position_coupling(encoder: torch.nn.Module, seed: int = 0) -> torch.Tensor:

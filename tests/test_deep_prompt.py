@@ -13,6 +13,7 @@ from conftest import deep_reference_logits
 
 import ptlib
 import ptlib.peft_adapter as pa
+from ptlib import analysis
 from ptlib.checkpoint import prompt_argument, read_prompt_file
 from ptlib.deep_prompt import deep_shape, layer_keys_values, packed_prefix_mask
 from ptlib.encoders import ENCODERS, build_encoder
@@ -229,3 +230,38 @@ def test_a_peft_trained_prefix_imports_as_its_own_values(tiny, facts, tmp_path):
     wider = ptlib.tiny_lm(width=48)
     with pytest.raises(ptlib.ModelError, match="needs width"):
         pa.import_peft_adapter(tmp_path, lm=wider)
+
+
+def _projected_norms(lm, text: str) -> torch.Tensor:
+    """(layers, 2) median per-head norms of each layer's k_proj and v_proj outputs for ``text``,
+    read by forward hooks: the cache's keys before the rotary embedding, which keeps norms."""
+    shape = deep_shape(lm.model)
+    outputs = {}
+    hooks = [getattr(layer.self_attn, name).register_forward_hook(
+        lambda _m, _i, out, key=(index, name): outputs.__setitem__(key, out))
+        for index, layer in enumerate(lm.model.model.layers) for name in ("k_proj", "v_proj")]
+    ids = lm.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    with torch.no_grad():
+        lm.model(input_ids=ids)
+    for hook in hooks:
+        hook.remove()
+    return torch.tensor([[outputs[(layer, name)].view(-1, shape.head_dim).norm(dim=-1).median()
+                          for name in ("k_proj", "v_proj")] for layer in range(shape.layers)])
+
+
+def test_the_models_kv_norms_are_its_projections_norms(tiny):
+    text = "The capital of Peru is"
+    norms = analysis.model_kv_norms(tiny, [text])
+    assert norms.shape == (deep_shape(tiny.model).layers, 2)
+    assert torch.allclose(norms, _projected_norms(tiny, text), rtol=1e-5)
+    with pytest.raises(ValueError, match="at least one text"):
+        analysis.model_kv_norms(tiny, [])
+
+
+def test_a_deep_prompts_kv_norms_are_read_per_layer_key_and_value(tiny):
+    shape = deep_shape(tiny.model)
+    scale = torch.arange(1, 2 * shape.layers + 1, dtype=torch.float32)  # one per layer and k/v
+    prompt = torch.ones(3, shape.layers * 2, shape.kv_width) * scale[:, None]  # (L, 2 layers, kv)
+    norms = analysis.deep_prompt_kv_norms(prompt.view(3, shape.width), shape)
+    expected = scale.view(shape.layers, 2) * shape.head_dim ** 0.5  # each head: head_dim equal
+    assert torch.allclose(norms, expected)

@@ -82,6 +82,9 @@ def every_figure():
             {"normal": [history(0, norm=24.0)], "rescaled": [history(1, norm=3.0)]}, 3.2),
         "coupling_heatmaps": plots.coupling_heatmaps({"free": eye, "lstm": torch.rand(4, 4)},
                                                      {"free": eye, "lstm": torch.rand(4, 4)}),
+        "kv_norm_plot": plots.kv_norm_plot(
+            torch.tensor([[9.0, 0.3], [14.0, 4.0], [13.0, 9.0]]),
+            {"N(0, 1) prefix": torch.full((3, 2), 8.0)}),
         "grouped_results_bars": plots.grouped_results_bars([
             {"task": "a", "method": "x", "mean": 0.9, "sd": 0.1},
             {"task": "a", "method": "y", "mean": 1.0, "sd": 0.0},
@@ -177,6 +180,17 @@ def test_the_prompt_norm_figure_keeps_the_token_norm_line_in_view(figures):
     low, high = ax.get_ylim()
     assert low < 3.2 < high
     assert "mean token norm (3.2)" in [text.get_text() for text in ax.get_legend().texts]
+
+
+def test_the_kv_norm_figure_draws_keys_and_values_per_layer(figures):
+    keys, values = figures["kv_norm_plot"].axes
+    assert [keys.get_title(), values.get_title()] == ["keys: median norm of one head",
+                                                      "values: median norm of one head"]
+    model_line, prompt_line = values.get_lines()
+    assert list(model_line.get_ydata()) == [0.3, 4.0, 9.0]  # the values column, per layer
+    assert list(prompt_line.get_xdata()) == [0, 1, 2]
+    assert [t.get_text() for t in values.get_legend().texts] == [
+        "the model's own, real tokens", "N(0, 1) prefix"]
 
 
 def test_the_pca_zoom_frames_the_trajectories(figures):

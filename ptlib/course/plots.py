@@ -377,6 +377,29 @@ def prompt_norm_curves(groups: dict[str, list[History]], token_norm: float | Non
     return fig
 
 
+def kv_norm_plot(model_norms: torch.Tensor, prompts: dict[str, torch.Tensor]):
+    """Keys (left) and values (right) per layer: the median per-head L2 norm the model computes
+    for real tokens (black), and each deep prompt's (one colour per prompt), on a log axis.
+    Every tensor is (layers, 2), as ``analysis.model_kv_norms`` and ``deep_prompt_kv_norms``
+    give them."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), sharey=True)
+    layers = range(model_norms.shape[0])
+    for column, (ax, what) in enumerate(zip(axes, ("keys", "values"), strict=True)):
+        ax.plot(layers, model_norms[:, column], color="black", lw=2.0, zorder=3,
+                label="the model's own, real tokens")
+        for index, (name, norms) in enumerate(prompts.items()):
+            ax.plot(layers, norms[:, column], color=f"C{index}", lw=1.6, **_marker(index),
+                    label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("layer")
+        ax.set_title(f"{what}: median norm of one head")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("L2 norm (log scale)")
+    _legend_outside(axes[1])
+    fig.tight_layout()
+    return fig
+
+
 def coupling_heatmaps(matrices: dict[str, torch.Tensor],
                       updates: dict[str, torch.Tensor] | None = None):
     """Heatmaps of how prompt positions depend on each other, one column per encoder, each
