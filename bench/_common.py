@@ -202,28 +202,40 @@ def timed_steps(lm: ptlib.LM, rows, steps: int, warmup: int) -> float:
     return (time.perf_counter() - started) / steps
 
 
+def _matmul_seconds(shapes: list[tuple[int, int, int]], dtype: torch.dtype,
+                    device: torch.device, repeats: int) -> float:
+    """Median seconds of one pass of (m, k) @ (k, n) products at ``shapes``, after a warm-up."""
+    operands = [(torch.randn(m, k, dtype=dtype, device=device),
+                 torch.randn(k, n, dtype=dtype, device=device)) for m, k, n in shapes]
+    timings = []
+    for _ in range(repeats + 1):  # the first round warms the kernels up and is dropped
+        synchronize(device)
+        started = time.perf_counter()
+        for a, b in operands:
+            a @ b
+        synchronize(device)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings[1:])
+
+
 def matmul_rate(lm: ptlib.LM, batch, dtype: torch.dtype, repeats: int = 5) -> float:
-    """GFLOP/s of the body's and the head's matrix multiplies at the shapes this batch runs
-    at: (R*C, d), the packed tokens (``ptlib.packing``), times each projection of one layer,
-    and (B*Ty, d) times the head, on the LM's device."""
+    """GFLOP/s of the matrix multiplies a forward of this batch runs, at their shapes and in
+    their mix: each projection of one layer at (R*C, d), the packed tokens
+    (``ptlib.packing``), weighted by the number of layers, and the head at (B*Ty, d), the
+    target positions, once. (Timing one layer beside the head without the weighting would let
+    the head, a thin product that streams the whole (d, V) matrix, dominate the rate.)"""
     config = lm.model.config
     d, ff = config.hidden_size, config.intermediate_size
     kv = config.num_key_value_heads * (d // config.num_attention_heads)
     rows, targets = pack(batch).source.numel(), batch.target_ids.numel()
-    shapes = [(rows, d, d), (rows, d, kv), (rows, d, kv), (rows, d, d), (rows, d, ff),
-              (rows, d, ff), (rows, ff, d), (targets, d, config.vocab_size)]
-    operands = [(torch.randn(m, k, dtype=dtype, device=lm.device),
-                 torch.randn(k, n, dtype=dtype, device=lm.device)) for m, k, n in shapes]
-    flops = sum(2 * m * k * n for m, k, n in shapes)
-    timings = []
-    for _ in range(repeats + 1):  # the first round warms the kernels up and is dropped
-        synchronize(lm.device)
-        started = time.perf_counter()
-        for a, b in operands:
-            a @ b
-        synchronize(lm.device)
-        timings.append(time.perf_counter() - started)
-    return flops / statistics.median(timings[1:]) / 1e9
+    layer = [(rows, d, d), (rows, d, kv), (rows, d, kv), (rows, d, d), (rows, d, ff),
+             (rows, d, ff), (rows, ff, d)]
+    head = [(targets, d, config.vocab_size)]
+    layers = config.num_hidden_layers
+    flops = layers * sum(2 * m * k * n for m, k, n in layer) + 2 * targets * d * config.vocab_size
+    seconds = (layers * _matmul_seconds(layer, dtype, lm.device, repeats)
+               + _matmul_seconds(head, dtype, lm.device, repeats))
+    return flops / seconds / 1e9
 
 
 # ---------------------------------------------------------------------------------------------

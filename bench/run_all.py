@@ -21,6 +21,8 @@ from _common import BENCH_DIR, RESULTS_DIR, machine_info, read_result
 
 BENCHMARKS = ("roofline", "bf16_accuracy", "peft_vs_ptlib", "autoprompt_efficiency", "memory")
 REPORT = BENCH_DIR / "RESULTS.md"
+# Measurements with their own commands, not rerun here: each wrote bench/results/<name>.md
+LONG_MEASUREMENTS = ("rounding_sensitivity", "compute_to_quality", "method_step_time")
 
 
 def run(name: str, quick: bool, resume: bool = False) -> tuple[int, float]:
@@ -398,10 +400,11 @@ def long_measurements() -> list[str]:
     out = ["## Longer measurements (their own commands; not rerun by `make bench`)", "",
            "- bf16 training diagnosis: `bench/results/bf16_diagnosis.md` "
            "(`python bench/bf16_diagnosis.py`)", ""]
-    rounding = RESULTS_DIR / "rounding_sensitivity.md"
-    if rounding.exists():
-        out += ["#" + line if line.startswith("## ") else line
-                for line in rounding.read_text().splitlines()]
+    for name in LONG_MEASUREMENTS:
+        summary = RESULTS_DIR / f"{name}.md"
+        if summary.exists():
+            out += ["#" + line if line.startswith("## ") else line
+                    for line in summary.read_text().splitlines()] + [""]
     return out
 
 

@@ -205,8 +205,9 @@ class LoRAResult:
                         batch_size=batch_size, precision=PRECISION)
 
 
-class _Run:
-    """One LoRA run: the adapted model, its optimizer, the history and the best state."""
+class LoRARun:
+    """One LoRA run: the adapted model, its optimizer, the history and the best state.
+    ``train_lora`` drives it; ``bench/method_step_time.py`` times its ``train_step``."""
 
     def __init__(self, lm: LM, template: Template, facts: tuple[list[Fact], list[Fact]],
                  config: LoRAConfig):
@@ -266,7 +267,7 @@ class _Run:
                 self.params[name].copy_(value)
 
 
-def _run_to_end(run: _Run, bar) -> None:
+def _run_to_end(run: LoRARun, bar) -> None:
     """Evaluate at step 0, then step until ``steps`` or patience, evaluating on schedule."""
     config, started = run.config, time.perf_counter()
     run.evaluate_dev()
@@ -296,7 +297,7 @@ def train_lora(lm: LM, template: str | Template, train_facts: list[Fact],
     bar = progress(total=config.steps, desc=f"train lora r={config.r}, seed {config.seed}",
                    disable=not show_progress)
     with seeded(config.seed, lm.device):
-        run = _Run(lm, template, (train_facts, dev_facts), config)
+        run = LoRARun(lm, template, (train_facts, dev_facts), config)
         try:
             _run_to_end(run, bar)
         finally:

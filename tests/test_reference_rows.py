@@ -264,3 +264,22 @@ def test_run_train_flops_follow_gradient_accumulation(tiny):
                                                                       grad_accum=accum), steps)
              for accum, steps in ((2, 1), (1, 2))]
     assert flops[0] == flops[1] > 0
+
+
+def test_a_deep_prompts_flops_count_its_slots_as_prefix_entries_not_tokens(tiny):
+    """A deep run reads the manual template's tokens plus an L-entry prefix at every layer; an
+    input-layer run on the same template also computes its L slot tokens."""
+    config = tiny.model.config
+    steps, slots = 2, 3
+    deep = run_train_flops(tiny, ptlib.parse_template("[P][P][P] {x} is"), TRAIN,
+                           ptlib.TrainConfig(encoder="prefix", batch_size=4), steps)
+    bare = ptlib.parse_template(" {x} is")  # the deep template's text, space included
+    manual = run_train_flops(tiny, bare, TRAIN, ptlib.TrainConfig(batch_size=4), steps)
+    tokens = sum(float(make_batch(tiny, bare, batch_facts(TRAIN, ptlib.TrainConfig(batch_size=4),
+                                                          step, 0)).attention_mask.sum())
+                 for step in range(steps))
+    prefix_attention = 2 * 4 * config.hidden_size * config.num_hidden_layers * slots * tokens
+    assert deep == pytest.approx(manual + prefix_attention)
+    vectors = run_train_flops(tiny, ptlib.parse_template("[P][P][P] {x} is"), TRAIN,
+                              ptlib.TrainConfig(encoder="free", batch_size=4), steps)
+    assert vectors > deep
