@@ -218,6 +218,11 @@ def _matmul_seconds(shapes: list[tuple[int, int, int]], dtype: torch.dtype,
     return statistics.median(timings[1:])
 
 
+# Recorded with every result that divides by ``matmul_rate``: results without it were measured
+# by the earlier rate, which timed one layer's products beside the head's unweighted.
+MATMUL_RATE_METHOD = "layer-weighted"
+
+
 def matmul_rate(lm: ptlib.LM, batch, dtype: torch.dtype, repeats: int = 5) -> float:
     """GFLOP/s of the matrix multiplies a forward of this batch runs, at their shapes and in
     their mix: each projection of one layer at (R*C, d), the packed tokens

@@ -26,6 +26,7 @@ import torch
 from _common import (
     COURSE_TEMPLATE,
     DENSE_BF16_PEAK,
+    MATMUL_RATE_METHOD,
     gpu_parser,
     llama_1b_config,
     matmul_rate,
@@ -56,6 +57,7 @@ def measure(lm, rows, label: str, steps: int, warmup: int) -> dict:
            "tflops": flops / seconds / 1e12, "mfu": flops / seconds / DENSE_BF16_PEAK,
            "matmul_tflops_at_these_shapes": limit / 1e12,
            "fraction_of_matmul_rate": flops / seconds / limit,
+           "matmul_rate_method": MATMUL_RATE_METHOD,
            "wall_s_incl_warmup": time.perf_counter() - started}
     print(json.dumps(row), flush=True)
     return row

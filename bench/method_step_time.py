@@ -121,7 +121,8 @@ def main(argv=None) -> None:
         "command": f"python bench/method_step_time.py --rounds {args.rounds} --block "
                    f"{args.block}",
         "task": task.name, "manual_template": manual_text, "batch_size": BATCH_SIZE,
-        "precision": PRECISION, "matmul_gflops": rate / 1e9, "methods": rows})
+        "precision": PRECISION, "matmul_gflops": rate / 1e9,
+        "matmul_rate_method": _common.MATMUL_RATE_METHOD, "methods": rows})
     report = markdown(json.loads(path.read_text()))
     (_common.RESULTS_DIR / "method_step_time.md").write_text(report)
     print(report)

@@ -38,7 +38,14 @@ import statistics
 import time
 
 import torch
-from _common import SPEED_TEMPLATE, WORKLOAD_SIZES, lstm_trainer, matmul_rate, write_result
+from _common import (
+    MATMUL_RATE_METHOD,
+    SPEED_TEMPLATE,
+    WORKLOAD_SIZES,
+    lstm_trainer,
+    matmul_rate,
+    write_result,
+)
 
 from ptlib import load_lm, load_task
 from ptlib.flops import useful_flops
@@ -158,6 +165,7 @@ def main(argv=None) -> None:
         for op in ops:
             print(f"  {op['op'][:40]:40s} {op['self_ms']:8.1f} ms  {100 * op['share']:5.1f}%")
     write_result("roofline", {"command": "python bench/roofline.py",
+                              "matmul_rate_method": MATMUL_RATE_METHOD,
                               "template": SPEED_TEMPLATE,
                               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
                               "batch_sizes": WORKLOAD_SIZES, "candidates": CANDIDATES,
