@@ -113,6 +113,8 @@ def test_rows_without_a_verdict_are_kept_with_the_reason(rows):
     few, absent = mlp["capital_of"], mlp["antonym"]
     assert few.outcome is stats.Outcome.TOO_FEW_SEEDS and few.n_seeds == 3
     assert "a verdict needs at least 5 seeds" in few.reason and not np.isnan(few.estimate)
+    assert np.isnan(few.low) and np.isnan(few.high)  # no interval from fewer than 5 seeds
+    assert evidence._numbers(few) == f"{few.estimate:+.3f} (no interval from 3 seeds)"
     assert absent.outcome is None and np.isnan(absent.estimate) and absent.n_seeds == 0
     assert absent.reason.startswith("not in the study yet") and "mlp" in absent.reason
     assert not picked(rows, LEVEL_CLAIM)["capital_of"].reason  # a verdict needs no reason

@@ -108,7 +108,7 @@ STUDY_ROWS = [  # as ptlib.course.study.Study.summary_rows gives them
     {"relation": "capital_of", "method": "manual", "seed_means": [0.27], "mean": 0.27,
      "low": 0.16, "high": 0.38},
     {"relation": "antonym", "method": "lstm", "seed_means": [0.8, 0.9], "mean": 0.85,
-     "low": 0.7, "high": 0.95}]
+     "low": float("nan"), "high": float("nan")}]  # two seeds: no interval
 
 LENGTH_ROWS = [  # as ptlib.course.study.Study.length_rows gives them
     {"relation": relation, "method": method, "length": length, "seed_means": [m - 0.05, m + 0.05],
@@ -217,6 +217,12 @@ def test_the_coupling_colorbar_says_what_the_colour_is(figures):
     colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert len(colorbars) == 1
     assert colorbars[0].get_ylabel() == "entry / the panel's largest entry (0 to 1)"
+
+
+def test_interval_bars_reach_the_interval_and_are_absent_without_one():
+    bars = study_plots._interval_bars([{"mean": 0.4, "low": 0.3, "high": 0.6},
+                                      {"mean": 0.85, "low": float("nan"), "high": float("nan")}])
+    assert np.allclose(bars, [[0.1, 0.0], [0.2, 0.0]])
 
 
 def test_the_study_strip_shows_every_seed_apart(figures):

@@ -4,6 +4,7 @@ one."""
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -189,8 +190,12 @@ def test_study_reads_back_into_paired_outcome_matrices(uninterrupted):
     assert lines[0].startswith("relation") and "95% interval" in lines[0]
     methods = [line.split()[1] for line in lines[1:-1]]
     assert methods == ["manual", "autoprompt", "free_normal", "lstm"]
+    assert all(line.split()[4:7] == ["(<", "5", "seeds)"] for line in lines[2:-1])
     for row in loaded.summary_rows():
-        assert row["low"] <= row["mean"] <= row["high"]
+        if row["seeds"]:  # two seeds: no interval
+            assert math.isnan(row["low"]) and math.isnan(row["high"])
+        else:  # the deterministic manual row: test facts alone give its interval
+            assert row["low"] <= row["mean"] <= row["high"]
         assert len(row["seed_means"]) == max(row["seeds"], 1)
         assert row["mean"] == pytest.approx(np.mean(row["seed_means"]))
 

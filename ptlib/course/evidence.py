@@ -4,9 +4,10 @@
 the comparison, its estimate and 95% interval, seeds x facts and the ``stats.Outcome``, plus,
 for a claim compared on two or more relations, a row pooled over them. Rows with no verdict
 (an arm not in the study, fewer than ``stats.MIN_SEEDS`` seeds, a spread at the floor) are kept
-with the reason. ``course_evidence`` reads the course's study (or another study config) and
-returns an ``EvidenceTable``, which a notebook shows as one HTML table and prints as one
-sentence per claim (``claim_summaries``); ``forest_plot`` draws the rows that carry numbers
+with the reason; below ``stats.MIN_SEEDS`` seeds a row keeps its estimate but no interval.
+``course_evidence`` reads the course's study (or another study config) and returns an
+``EvidenceTable``, which a notebook shows as one HTML table and prints as one sentence per
+claim (``claim_summaries``); ``forest_plot`` draws the rows that carry numbers
 (``comparable``). ``show_evidence`` does all of it for a notebook in one call.
 
 Pooling. ``ptlib.stats`` compares one pair of (S, F) outcome matrices; it has no notion of
@@ -68,7 +69,7 @@ class EvidenceRow:
     label_b: str                 # ... against B
     spread: bool                 # a ratio of seed sds (steadier), else a difference in mean EM
     estimate: float              # A − B in mean EM, or sd A / sd B; NaN: no comparison
-    low: float                   # 95% interval on the estimate; NaN: none
+    low: float                   # 95% interval on the estimate; NaN: none (below 5 seeds)
     high: float
     n_seeds: int                 # S, seeds both arms share (0: no comparison)
     n_facts: int                 # F, test facts (pooled: summed over the relations)
@@ -135,6 +136,8 @@ def _row(item: ClaimVerdict, claim: Claim, pooled_over: tuple[str, ...] = ()) ->
         numbers = (found.difference, found.low, found.high, found.n_seeds, found.n_facts)
     else:
         numbers = (math.nan, math.nan, math.nan, 0, 0)
+    if verdict is not None and verdict.outcome is stats.Outcome.TOO_FEW_SEEDS:
+        numbers = (numbers[0], math.nan, math.nan, *numbers[3:])  # no interval below 5 seeds
     if verdict is None:
         reason = item.missing
     else:
@@ -169,9 +172,12 @@ def _numbers(row: EvidenceRow) -> str:
     """The estimate and its interval, as a table cell shows them ("" without numbers)."""
     if math.isnan(row.estimate):
         return ""
+    value = f"{row.estimate:.2f}" if row.spread else f"{row.estimate:+.3f}"
+    if math.isnan(row.low):
+        return f"{value} (no interval from {row.n_seeds} seeds)"
     if row.spread:
-        return f"{row.estimate:.2f} [{row.low:.2f}, {row.high:.2f}]"
-    return f"{row.estimate:+.3f} [{row.low:+.3f}, {row.high:+.3f}]"
+        return f"{value} [{row.low:.2f}, {row.high:.2f}]"
+    return f"{value} [{row.low:+.3f}, {row.high:+.3f}]"
 
 
 def claim_summaries(rows: list[EvidenceRow]) -> dict[str, str]:

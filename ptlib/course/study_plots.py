@@ -9,10 +9,19 @@ from ptlib.course.plots import EXACT_MATCH, MARKERS, _legend_outside
 from ptlib.errors import ConfigError
 
 
+def _interval_bars(rows: list[dict]) -> np.ndarray:
+    """(2, N) distances from each row's mean down to ``low`` and up to ``high``, for
+    ``errorbar``; 0 (no bar) where a row has no interval (fewer than 5 seeds)."""
+    bars = np.array([[row["mean"] - row["low"] for row in rows],
+                     [row["high"] - row["mean"] for row in rows]])  # (2, N)
+    return np.nan_to_num(bars, nan=0.0)
+
+
 def study_strip(rows: list[dict]):
     """Every seed of the course's study visible: one panel per relation, one column per method,
     a dot per seed's test EM (spread sideways so equal scores stay apart) and the mean with its
-    95% interval as a bar beside them. ``rows``: ``Study.summary_rows()``."""
+    95% interval as a bar beside them (no bar below 5 seeds). ``rows``:
+    ``Study.summary_rows()``."""
     relations = list(dict.fromkeys(row["relation"] for row in rows))
     fig, axes = plt.subplots(1, len(relations), figsize=(3.2 * len(relations), 3.6),
                              sharey=True, squeeze=False)
@@ -24,7 +33,7 @@ def study_strip(rows: list[dict]):
             ax.plot([column - 0.1 + o for o in offsets], values, "o", markersize=4,
                     markerfacecolor="none", color="tab:blue")
             ax.errorbar(column + 0.25, row["mean"], capsize=3, color="black", fmt="_",
-                        yerr=[[row["mean"] - row["low"]], [row["high"] - row["mean"]]])
+                        yerr=_interval_bars([row]))
         ax.set_xticks(range(len(mine)), [row["method"] for row in mine], rotation=60,
                       ha="right", fontsize=8)
         ax.set_title(relation, fontsize=10)
@@ -142,9 +151,7 @@ def _length_series(ax, rows: list[dict], x: str, style: dict, label: str) -> Non
         ax.plot(spread, seeds, style["marker"], color=style["color"], markersize=3,
                 markerfacecolor="none", alpha=0.6)
     means = np.array([row["mean"] for row in rows])
-    errors = np.array([[row["mean"] - row["low"] for row in rows],
-                       [row["high"] - row["mean"] for row in rows]])  # (2, N)
-    ax.errorbar(xs, means, yerr=errors, color=style["color"], marker=style["marker"],
+    ax.errorbar(xs, means, yerr=_interval_bars(rows), color=style["color"], marker=style["marker"],
                 markersize=6, capsize=3, linewidth=1.5, label=label)
 
 

@@ -176,7 +176,8 @@ class Study:
 
     def summary_rows(self, labels: list[str] | None = None) -> list[dict]:
         """One row per (relation, method label) with runs: mean test EM, its 95% interval
-        (``stats.paired_difference`` against zero: seeds and facts resampled), seed sd, number
+        (``stats.paired_difference`` against zero: seeds and facts resampled; NaN from 1 to
+        ``stats.MIN_SEEDS`` - 1 seeds, facts only for a deterministic method), seed sd, number
         of seeds and each seed's EM (``seed_means``, for a strip plot), and what the records
         say the method costs (``trainable_parameters``, ``train_flops``: the mean over the
         records that carry it, None when none does). ``labels`` default to the methods at the
@@ -194,9 +195,10 @@ class Study:
                 if len(matrix) == 1:  # one row: facts alone decide the interval
                     matrix = np.tile(matrix, (2, 1))
                 interval = stats.paired_difference(matrix, np.zeros_like(matrix))
+                low, high = ((math.nan, math.nan) if 0 < seeds < stats.MIN_SEEDS
+                             else (interval.low, interval.high))  # none from 1-4 seeds
                 rows.append({"relation": relation, "method": label, "seeds": seeds,
-                             "mean": interval.difference, "low": interval.low,
-                             "high": interval.high,
+                             "mean": interval.difference, "low": low, "high": high,
                              "sd": float(matrix.mean(axis=1).std(ddof=1)) if seeds > 1
                              else 0.0, "facts": matrix.shape[1],
                              "seed_means": [float(np.mean(r["test"]["exact"])) for r in records],
@@ -215,7 +217,8 @@ class Study:
                            lambda row: f"{row['sd']:7.3f}  {row['facts']:5d}  "
                                        f"{row['wall_seconds']:5.0f}",
                            "(seeds '-': deterministic, one run. The interval resamples seeds "
-                           "and test facts; with one run, test facts only)")
+                           "and test facts; with one run, test facts only; none from fewer "
+                           "than 5 seeds)")
 
     def cost_table(self, labels: list[str]) -> str:
         """The reference-rows table: per relation and method label, mean test EM with its 95%
@@ -392,9 +395,10 @@ def _text_table(rows: list[dict], extra_header: str, extra_cells, footnote: str)
              + extra_header]
     for row in rows:
         seeds = "-" if row["seeds"] == 0 else str(row["seeds"])
+        interval = ("    (< 5 seeds)" if math.isnan(row["low"])
+                    else f"[{row['low']:.3f}, {row['high']:.3f}]")
         lines.append(f"{row['relation']:18s} {row['method']:{width}s} {seeds:>5s}  "
-                     f"{row['mean']:7.3f}  [{row['low']:.3f}, {row['high']:.3f}]  "
-                     + extra_cells(row))
+                     f"{row['mean']:7.3f}  {interval}  " + extra_cells(row))
     return "\n".join([*lines, footnote])
 
 
