@@ -389,7 +389,7 @@ def kv_norm_plot(model_norms: torch.Tensor, prompts: dict[str, torch.Tensor]):
                 label="the model's own, real tokens")
         for index, (name, norms) in enumerate(prompts.items()):
             ax.plot(layers, norms[:, column], color=f"C{index}", lw=1.6, **_marker(index),
-                    label=name)
+                    linestyle=("-", "--", ":")[index % 3], label=name)  # coinciding stay apart
         ax.set_yscale("log")
         ax.set_xlabel("layer")
         ax.set_title(f"{what}: median norm of one head")
