@@ -73,86 +73,98 @@ def peft_section(data: dict, goals: dict) -> list[str]:
             f"{pct(check['exact_match_ptlib'])}, NLL {check['nll_peft_style']:.4f} vs "
             f"{check['nll_ptlib']:.4f}. ptlib's LM unchanged after the run: "
             f"{data.get('ptlib_lm_unchanged')}.", ""]
-    speed = data.get("step_time")
-    if speed:
-        out += ["### (a) Seconds per training step, ratio ptlib / PEFT (interleaved)", "",
-                f"Measured by `{speed.get('measured_by', data['command'])}`. "
-                f"Task {speed['task']} train split, batch {speed['batch_size']}, "
-                f"{speed['num_virtual_tokens']} virtual tokens then `{speed['peft_text']}` "
-                f"(ptlib template `{speed['template_ptlib']}`: the same token ids), "
-                f"AdamW lr {speed['lr']}; {speed['rounds']} rounds x {speed['block']} steps per "
-                f"contender, all contenders in turn (order reversed every round), after one "
-                f"warm-up step each. Ratio = median over rounds of mean(ptlib step) / "
-                f"mean(PEFT step) in that round (below 1: ptlib is faster). PEFT runs fp32 "
-                f"(its default); ptlib fp32 is identical precision; ptlib bf16 runs the frozen "
-                f"LM's weights cast to bf16 once, with the encoder, loss and optimizer in fp32."
-                , ""]
-        rows = []
-        ratios = speed["ratios_ptlib_over_peft"]
-        params = speed["encoder_params"]
-        for v in speed["variants"]:
-            key = v["key"]
-            fp32, bf16 = ratios[f"{key}_fp32"], ratios[f"{key}_bf16"]
-            rows.append([
-                v["encoder"], v["peft_hidden"] or "d (default)",
-                v["ptlib_hidden"] or "d (default)",
-                f"{params[f'peft_{key}'] / 1e6:.2f}M / {params[f'ptlib_{key}_fp32'] / 1e6:.2f}M",
-                f"{fp32['median_of_round_ratios']:.2f}", f"{fp32['ratio_of_medians']:.2f}",
-                f"{bf16['median_of_round_ratios']:.2f}", f"{bf16['ratio_of_medians']:.2f}",
-                f"{fp32['median_step_s'][1]:.2f} / {fp32['median_step_s'][0]:.2f} / "
-                f"{bf16['median_step_s'][0]:.2f}",
-            ])
-        out += table(["encoder", "PEFT hidden", "ptlib hidden", "encoder params PEFT / ptlib",
-                      "ptlib fp32 / PEFT", "(ratio of medians)", "ptlib bf16 / PEFT",
-                      "(ratio of medians)", "median s/step PEFT / ptlib fp32 / ptlib bf16 "
-                      "(shared machine: indicative only)"], rows)
-        if "defaults_vs_defaults" in ratios:
-            default = ratios["defaults_vs_defaults"]
-            precision = speed["ptlib_default_precision"]
-            out += ["Each library with its defaults (ptlib: LSTM encoder, hidden d, precision "
-                    f"`auto` = {precision} on this machine; PEFT: MLP encoder, hidden d, fp32): "
-                    f"ptlib / PEFT = **{default['median_of_round_ratios']:.2f}** (ratio of "
-                    f"medians {default['ratio_of_medians']:.2f}).", ""]
-            goals["step time <= 0.6x PEFT, each with its defaults"] = (
-                default["median_of_round_ratios"] <= 0.6,
-                f"{default['median_of_round_ratios']:.2f}")
-    acc = data.get("accuracy")
-    if acc:
-        configs = acc["configs"]
-        out += ["### (b) Test exact match (%), mean ± sd over seeds", "",
-                f"Measured by `{acc.get('measured_by', data['command'])}`. "
-                f"{acc['steps']} steps, batch {acc['batch_size']}, AdamW lr ptlib "
-                f"{acc['lr']['ptlib']} / PEFT {acc['lr']['peft']}, seeds {acc['seeds']}, dev "
-                f"evaluation every {acc['eval_every']} steps; every run keeps its best-on-dev "
-                f"prompt (PEFT's last-step prompt shown too). ptlib: {acc['ptlib_encoder']}; "
-                f"PEFT: {acc['peft_encoder']}. `{{manual}}` is the task's first manual "
-                f"template. \"ptlib best\" takes, per task, the ptlib layout with the higher "
-                f"mean dev EM (chosen on dev, not test). Every PEFT result was cross-checked "
-                f"against ptlib's evaluation of PEFT's own prompt vectors.", ""]
-        header = ["task", "manual prompt"]
-        header += [f"{c['library']} `{c['layout']}`" for c in configs]
-        header += ["ptlib best (by dev)", "PEFT last step"]
-        rows = []
-        for task in acc["tasks"]:
-            entry = acc["summary"][task]
-            row = [task, pct(entry["manual_test_exact_match"])]
-            row += [msd(c["test_exact_match"]) for c in entry["configs"]]
-            row.append(msd(entry["ptlib_best"]["test_exact_match"]))
-            row.append("; ".join(msd(c["last_test_exact_match"]) for c in entry["configs"]
-                                 if c["library"] == "peft"))
-            rows.append(row)
-        avg = acc["average_test_exact_match"]
-        rows.append(["**average**", pct(avg["manual"])]
-                    + [f"**{pct(avg[f'config_{i}'])}**" for i in range(len(configs))]
-                    + [f"**{pct(avg['ptlib_best'])}**", ""])
-        out += table(header, rows)
-        seconds = {lib: sum(r["seconds"] for r in acc["runs"] if r["library"] == lib)
-                   for lib in ("ptlib", "peft")}
-        out += [f"Training wall time, all runs (shared machine, sequential, indicative): ptlib "
-                f"{seconds['ptlib'] / 60:.1f} min, PEFT {seconds['peft'] / 60:.1f} min.", ""]
-        goals["ptlib best test EM >= PEFT best test EM (average over tasks)"] = (
-            avg["ptlib_best"] >= avg["peft_best"],
-            f"{pct(avg['ptlib_best'])} vs {pct(avg['peft_best'])}")
+    if data.get("step_time"):
+        out += peft_speed_section(data, goals)
+    if data.get("accuracy"):
+        out += peft_accuracy_section(data, goals)
+    return out
+
+
+def peft_speed_section(data: dict, goals: dict) -> list[str]:
+    """(a): ptlib / PEFT seconds per training step, each encoder and precision."""
+    speed = data["step_time"]
+    out = ["### (a) Seconds per training step, ratio ptlib / PEFT (interleaved)", "",
+           f"Measured by `{speed.get('measured_by', data['command'])}`. "
+           f"Task {speed['task']} train split, batch {speed['batch_size']}, "
+           f"{speed['num_virtual_tokens']} virtual tokens then `{speed['peft_text']}` "
+           f"(ptlib template `{speed['template_ptlib']}`: the same token ids), "
+           f"AdamW lr {speed['lr']}; {speed['rounds']} rounds x {speed['block']} steps per "
+           f"contender, all contenders in turn (order reversed every round), after one "
+           f"warm-up step each. Ratio = median over rounds of mean(ptlib step) / "
+           f"mean(PEFT step) in that round (below 1: ptlib is faster). PEFT runs fp32 "
+           f"(its default); ptlib fp32 is identical precision; ptlib bf16 runs the frozen "
+           f"LM's weights cast to bf16 once, with the encoder, loss and optimizer in fp32."
+           , ""]
+    rows = []
+    ratios = speed["ratios_ptlib_over_peft"]
+    params = speed["encoder_params"]
+    for v in speed["variants"]:
+        key = v["key"]
+        fp32, bf16 = ratios[f"{key}_fp32"], ratios[f"{key}_bf16"]
+        rows.append([
+            v["encoder"], v["peft_hidden"] or "d (default)",
+            v["ptlib_hidden"] or "d (default)",
+            f"{params[f'peft_{key}'] / 1e6:.2f}M / {params[f'ptlib_{key}_fp32'] / 1e6:.2f}M",
+            f"{fp32['median_of_round_ratios']:.2f}", f"{fp32['ratio_of_medians']:.2f}",
+            f"{bf16['median_of_round_ratios']:.2f}", f"{bf16['ratio_of_medians']:.2f}",
+            f"{fp32['median_step_s'][1]:.2f} / {fp32['median_step_s'][0]:.2f} / "
+            f"{bf16['median_step_s'][0]:.2f}",
+        ])
+    out += table(["encoder", "PEFT hidden", "ptlib hidden", "encoder params PEFT / ptlib",
+                  "ptlib fp32 / PEFT", "(ratio of medians)", "ptlib bf16 / PEFT",
+                  "(ratio of medians)", "median s/step PEFT / ptlib fp32 / ptlib bf16 "
+                  "(shared machine: indicative only)"], rows)
+    if "defaults_vs_defaults" in ratios:
+        default = ratios["defaults_vs_defaults"]
+        precision = speed["ptlib_default_precision"]
+        out += ["Each library with its defaults (ptlib: LSTM encoder, hidden d, precision "
+                f"`auto` = {precision} on this machine; PEFT: MLP encoder, hidden d, fp32): "
+                f"ptlib / PEFT = **{default['median_of_round_ratios']:.2f}** (ratio of "
+                f"medians {default['ratio_of_medians']:.2f}).", ""]
+        goals["step time <= 0.6x PEFT, each with its defaults"] = (
+            default["median_of_round_ratios"] <= 0.6,
+            f"{default['median_of_round_ratios']:.2f}")
+    return out
+
+
+def peft_accuracy_section(data: dict, goals: dict) -> list[str]:
+    """(b): test exact match of ptlib's and PEFT's layouts, mean ± sd over seeds."""
+    acc = data["accuracy"]
+    configs = acc["configs"]
+    out = ["### (b) Test exact match (%), mean ± sd over seeds", "",
+           f"Measured by `{acc.get('measured_by', data['command'])}`. "
+           f"{acc['steps']} steps, batch {acc['batch_size']}, AdamW lr ptlib "
+           f"{acc['lr']['ptlib']} / PEFT {acc['lr']['peft']}, seeds {acc['seeds']}, dev "
+           f"evaluation every {acc['eval_every']} steps; every run keeps its best-on-dev "
+           f"prompt (PEFT's last-step prompt shown too). ptlib: {acc['ptlib_encoder']}; "
+           f"PEFT: {acc['peft_encoder']}. `{{manual}}` is the task's first manual "
+           f"template. \"ptlib best\" takes, per task, the ptlib layout with the higher "
+           f"mean dev EM (chosen on dev, not test). Every PEFT result was cross-checked "
+           f"against ptlib's evaluation of PEFT's own prompt vectors.", ""]
+    header = ["task", "manual prompt"]
+    header += [f"{c['library']} `{c['layout']}`" for c in configs]
+    header += ["ptlib best (by dev)", "PEFT last step"]
+    rows = []
+    for task in acc["tasks"]:
+        entry = acc["summary"][task]
+        row = [task, pct(entry["manual_test_exact_match"])]
+        row += [msd(c["test_exact_match"]) for c in entry["configs"]]
+        row.append(msd(entry["ptlib_best"]["test_exact_match"]))
+        row.append("; ".join(msd(c["last_test_exact_match"]) for c in entry["configs"]
+                             if c["library"] == "peft"))
+        rows.append(row)
+    avg = acc["average_test_exact_match"]
+    rows.append(["**average**", pct(avg["manual"])]
+                + [f"**{pct(avg[f'config_{i}'])}**" for i in range(len(configs))]
+                + [f"**{pct(avg['ptlib_best'])}**", ""])
+    out += table(header, rows)
+    seconds = {lib: sum(r["seconds"] for r in acc["runs"] if r["library"] == lib)
+               for lib in ("ptlib", "peft")}
+    out += [f"Training wall time, all runs (shared machine, sequential, indicative): ptlib "
+            f"{seconds['ptlib'] / 60:.1f} min, PEFT {seconds['peft'] / 60:.1f} min.", ""]
+    goals["ptlib best test EM >= PEFT best test EM (average over tasks)"] = (
+        avg["ptlib_best"] >= avg["peft_best"],
+        f"{pct(avg['ptlib_best'])} vs {pct(avg['peft_best'])}")
     return out
 
 
