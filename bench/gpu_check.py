@@ -105,21 +105,8 @@ def lora_run(lm, task, steps: int) -> dict:
             "lm_unchanged": lm_checksum(lm) == before}
 
 
-def main() -> None:
-    parser = gpu_parser()
-    parser.add_argument("--train-steps", type=int, default=120)
-    parser.add_argument("--quick", action="store_true", help="a smoke test for a CPU")
-    args = parser.parse_args()
-    on_cuda = torch.device(args.device).type == "cuda"
-    report = {"gpu": torch.cuda.get_device_name(0) if on_cuda else "cpu",
-              "torch": torch.__version__, "python": platform.python_version()}
-    import transformers
-    report["transformers"] = transformers.__version__
-    print(json.dumps(report), flush=True)
-    task = load_task("capital_of")
-    tokenizer = smollm2_tokenizer(args.assets)
-    steps = 3 if args.quick else args.train_steps
-
+def training_section(args, task, tokenizer, steps: int, report: dict) -> None:
+    """A training run eager and compiled, then its prompt's dev NLL at bf16 against fp32."""
     report["training_runs"] = []
     for compiled in (False, True):  # a fresh model each: compile_layers works in place
         lm = random_lm(smollm2_config(args.assets), tokenizer, seed=0, device=args.device,
@@ -135,8 +122,10 @@ def main() -> None:
     report["bf16_vs_fp32_dev_nll"] = {"fp32": fp32, "bf16": bf16,
                                       "relative_difference": abs(bf16 - fp32) / abs(fp32)}
     print(json.dumps(report["bf16_vs_fp32_dev_nll"]), flush=True)
-    del lm
 
+
+def deep_and_lora_section(args, task, tokenizer, steps: int, report: dict) -> None:
+    """A deep-prompt run and a LoRA run on one random-init model of SmolLM2's shape."""
     lm = random_lm(smollm2_config(args.assets), tokenizer, seed=0, device=args.device,
                    name="smollm2-135m-shape (random init)")
     deep = training_run(lm, task, steps, False, encoder="prefix", template=DEEP_TEMPLATE)
@@ -145,8 +134,12 @@ def main() -> None:
     print(json.dumps(deep), flush=True)
     report["lora_run"] = lora_run(lm, task, steps)
     print(json.dumps(report["lora_run"]), flush=True)
-    del lm
 
+
+def throughput_section(args, task, tokenizer, report: dict) -> None:
+    """Training throughput and MFU in bf16 at SmolLM2's shape and a 1B Llama shape, by
+    batch size (one shape and one size with ``--quick``); the report is saved after each."""
+    on_cuda = torch.device(args.device).type == "cuda"
     report["throughput"] = []
     facts = task.split("train")
     shapes = [("smollm2-135m", smollm2_config(args.assets), [16, 128, 512, 2048]),
@@ -167,9 +160,27 @@ def main() -> None:
         del model
         if on_cuda:
             torch.cuda.empty_cache()
+
+
+def main() -> None:
+    parser = gpu_parser()
+    parser.add_argument("--train-steps", type=int, default=120)
+    parser.add_argument("--quick", action="store_true", help="a smoke test for a CPU")
+    args = parser.parse_args()
+    on_cuda = torch.device(args.device).type == "cuda"
+    report = {"gpu": torch.cuda.get_device_name(0) if on_cuda else "cpu",
+              "torch": torch.__version__, "python": platform.python_version()}
+    import transformers
+    report["transformers"] = transformers.__version__
+    print(json.dumps(report), flush=True)
+    task = load_task("capital_of")
+    tokenizer = smollm2_tokenizer(args.assets)
+    steps = 3 if args.quick else args.train_steps
+    training_section(args, task, tokenizer, steps, report)
+    deep_and_lora_section(args, task, tokenizer, steps, report)
+    throughput_section(args, task, tokenizer, report)
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
-
 
 if __name__ == "__main__":
     main()

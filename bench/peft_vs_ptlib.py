@@ -247,6 +247,25 @@ def accuracy(lm, harness, tasks, seeds, steps, batch_size, lr_ptlib, lr_peft, ev
                 print(f"  {name} seed {seed} {library} {row['template']!r}: test EM "
                       f"{row['test_exact_match']:.3f}, dev {row['best_dev_exact_match']:.3f} "
                       f"({row['seconds']:.0f} s)", flush=True)
+    summary = summarise_accuracy(rows, tasks, configs)
+    averages = {f"config_{i}": sum(summary[t]["configs"][i]["test_exact_match"]["mean"]
+                                   for t in tasks) / len(tasks) for i in range(len(configs))}
+    for library in ("ptlib", "peft"):
+        averages[f"{library}_best"] = sum(summary[t][f"{library}_best"]["test_exact_match"]["mean"]
+                                          for t in tasks) / len(tasks)
+    averages["manual"] = sum(summary[t]["manual_test_exact_match"] for t in tasks) / len(tasks)
+    return {"tasks": list(tasks), "seeds": list(seeds), "steps": steps,
+            "batch_size": batch_size, "lr": {"ptlib": lr_ptlib, "peft": lr_peft},
+            "eval_every": eval_every,
+            "configs": [{"library": lib, "layout": lay} for lib, lay in configs],
+            "ptlib_encoder": "LSTM (ptlib default, hidden d)",
+            "peft_encoder": "MLP (PEFT default, hidden d)",
+            "runs": rows, "summary": summary, "average_test_exact_match": averages}
+
+
+def summarise_accuracy(rows: list[dict], tasks, configs: list[tuple[str, str]]) -> dict:
+    """Per task: the manual prompt's test EM, each config's mean ± sd test and dev EM (PEFT's
+    last-step test EM too), and each library's best layout chosen by mean *dev* EM."""
     summary: dict = {}
     for name in tasks:
         per_task = {"manual_test_exact_match": rows[[r["task"] for r in rows].index(name)]
@@ -265,19 +284,7 @@ def accuracy(lm, harness, tasks, seeds, steps, batch_size, lr_ptlib, lr_peft, ev
             per_task[f"{library}_best"] = {"layout": best["layout"],
                                            "test_exact_match": best["test_exact_match"]}
         summary[name] = per_task
-    averages = {f"config_{i}": sum(summary[t]["configs"][i]["test_exact_match"]["mean"]
-                                   for t in tasks) / len(tasks) for i in range(len(configs))}
-    for library in ("ptlib", "peft"):
-        averages[f"{library}_best"] = sum(summary[t][f"{library}_best"]["test_exact_match"]["mean"]
-                                          for t in tasks) / len(tasks)
-    averages["manual"] = sum(summary[t]["manual_test_exact_match"] for t in tasks) / len(tasks)
-    return {"tasks": list(tasks), "seeds": list(seeds), "steps": steps,
-            "batch_size": batch_size, "lr": {"ptlib": lr_ptlib, "peft": lr_peft},
-            "eval_every": eval_every,
-            "configs": [{"library": lib, "layout": lay} for lib, lay in configs],
-            "ptlib_encoder": "LSTM (ptlib default, hidden d)",
-            "peft_encoder": "MLP (PEFT default, hidden d)",
-            "runs": rows, "summary": summary, "average_test_exact_match": averages}
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +295,8 @@ def fingerprint(model: torch.nn.Module) -> list[float]:
         return [p.double().sum().item() for p in model.parameters()]
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The benchmark's settings; ``--quick`` shrinks them to a smoke test."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 task, 1 seed, few steps")
     parser.add_argument("--tasks", nargs="+", default=list(ACC_TASKS))
@@ -311,7 +319,11 @@ def main(argv=None) -> None:
     if args.quick:
         args.tasks, args.seeds, args.steps, args.eval_every = args.tasks[:1], 1, 6, 3
         args.rounds, args.block = 2, 2
+    return args
 
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     torch.manual_seed(0)
     lm = ptlib.load_lm(device="cpu")
     before = fingerprint(lm.model)
