@@ -173,10 +173,10 @@ def greedy_continuation(lm: LM, text: str, max_new_tokens: int = 5) -> str:
     return lm.tokenizer.decode(ids[0, start:].tolist())
 
 
-def _median_head_norms(states: torch.Tensor) -> torch.Tensor:
-    """Median over heads and positions of the L2 norm of each head's vector: () from
-    (rows, kv_heads, T, head_dim) keys or values."""
-    return states.float().norm(dim=-1).median()
+def _head_norms(states: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of every head's vector, flattened: (N,) from (..., head_dim) keys or
+    values (N: the product of the leading dimensions, heads and positions)."""
+    return states.float().norm(dim=-1).flatten()
 
 
 @torch.no_grad()
@@ -198,8 +198,7 @@ def model_kv_norms(lm: LM, texts: list[str]) -> torch.Tensor:
         for layer in range(layers):
             entry = cache.layers[layer]
             per_layer[layer].append(torch.stack([  # (2, kv_heads * T)
-                entry.keys[0].float().norm(dim=-1).flatten(),
-                entry.values[0].float().norm(dim=-1).flatten()]))
+                _head_norms(entry.keys[0]), _head_norms(entry.values[0])]))
     return torch.stack([torch.cat(norms, dim=1).median(dim=1).values.cpu()
                         for norms in per_layer])
 
@@ -209,7 +208,7 @@ def deep_prompt_kv_norms(prompt: torch.Tensor, shape: DeepShape) -> torch.Tensor
     prompt, laid out as ``model_kv_norms`` (the median over its L entries and the key/value
     heads of one head's L2 norm). An N(0, 1) prompt gives about sqrt(head_dim) everywhere."""
     pairs = layer_keys_values(prompt.detach().float().cpu(), shape, rows=1)
-    return torch.tensor([[_median_head_norms(keys), _median_head_norms(values)]
+    return torch.tensor([[_head_norms(keys).median(), _head_norms(values).median()]
                          for keys, values in pairs])
 
 
