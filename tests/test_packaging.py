@@ -114,3 +114,19 @@ def test_ptlib_runs_from_a_checkout_that_is_not_installed():
     assert out[0] == str(ROOT / "ptlib" / "data.py")
     assert out[1] == str(ROOT / "data")
     assert int(out[2]) > 0
+
+
+def readme_layout() -> str:
+    """The README's Layout block: the tree a newcomer reads to find a module's job."""
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("## Layout", 1)[1].split("```", 2)[1]
+
+
+def test_the_readme_layout_names_every_module():
+    layout = readme_layout()
+    named = set(re.findall(r"[a-z_]+", layout))
+    for package in (ROOT / "ptlib", ROOT / "ptlib" / "course"):
+        modules = {path.stem for path in package.glob("*.py") if not path.stem.startswith("_")}
+        modules |= {path.name for path in package.iterdir()
+                    if (path / "__init__.py").exists() and path.name != "course"}
+        assert modules - named == set(), f"README's Layout lacks {sorted(modules - named)}"
