@@ -1,7 +1,8 @@
 """What ``TrainConfig(compile=True)`` costs and buys in one course run, on this machine.
 
-Two 60-step LSTM runs on capital_of (seeds 0 and 1, the course's defaults: bf16 where native)
-in one fresh process, timed end to end with their dev evaluations: the first run pays the
+Two 60-step LSTM runs on capital_of (seeds 0 and 1, the course's defaults; precision "auto"
+was bf16 where native when its results were recorded, and is fp32 now) in one fresh process,
+timed end to end with their dev evaluations: the first run pays the
 compilation (less when torch's on-disk compile cache is warm from an earlier process), the
 second shows the steady speed. Run it once per mode, each in its own process:
 

@@ -78,7 +78,7 @@ def training_run(lm, task, steps: int, compile_layers: bool, encoder: str = "lst
     seconds = time.perf_counter() - started
     tail = min(10, steps)
     return {"model": lm.name, "encoder": encoder, "template": template,
-            "precision": resolve_precision("auto", lm.device),
+            "precision": resolve_precision("auto"),
             "compile": compile_layers, "steps": config.steps,
             "loss_first": sum(result.history.loss[:tail]) / tail,
             "loss_last": sum(result.history.loss[-tail:]) / tail,

@@ -4,8 +4,9 @@ The step-time half of ``bench/peft_vs_ptlib.py`` (``_common.step_time``: same co
 batches, same ratio statistics) on a random-init model of SmolLM2-135M's shape, or with
 ``--shape 1b`` a ~1B Llama shape; the embedded weights do not travel to a lent GPU machine, and
 step time does not depend on them. ``DIR`` holds SmolLM2's config.json and tokenizer.json, as
-for ``bench/gpu_check.py``. Each library runs with its defaults (ptlib ``precision="auto"``: bf16
-on CUDA; PEFT fp32) and ptlib also in fp32 (identical precision).
+for ``bench/gpu_check.py``. Each library runs with its defaults (ptlib ``precision="auto"``: fp32;
+results recorded before bf16 became opt-in ran bf16 there; PEFT fp32), and ptlib also at the
+opt-in ``precision="bf16"``.
 
     python bench/gpu_peft_ratio.py --assets DIR --out bench/gpu_peft_ratio_<gpu>.json
     python bench/gpu_peft_ratio.py --assets DIR --device cpu --quick   # smoke test, CPU

@@ -26,7 +26,7 @@ from ptlib.errors import ConfigError, TemplateError
 from ptlib.model import LM
 from ptlib.objective import Evaluation, evaluate, make_batch, score_candidates
 from ptlib.options import MAX_SEED, check_options, option
-from ptlib.precision import DEFAULT_PRECISION, PRECISIONS, resolve_precision
+from ptlib.precision import DEFAULT_PRECISION, PRECISION_HELP, PRECISIONS, resolve_precision
 from ptlib.progress import end_early, progress
 from ptlib.proposers import PROPOSERS, SearchState, sample_facts
 from ptlib.template import INPUT, SLOT, Template, encode_target, parse_template
@@ -110,9 +110,7 @@ class SearchConfig:
     init_token: str = option(" the", "every slot starts as this token (if it is one token)")
     seed: int = option(0, f"slot choice, candidates and batches (0 to {MAX_SEED})", minimum=0,
                        maximum=MAX_SEED)
-    precision: str = option("auto", "frozen LM: auto (ptlib.precision decides for the "
-                                    "device), fp32, or bf16 (its weights cast to bf16 once)",
-                            PRECISIONS)
+    precision: str = option(DEFAULT_PRECISION, PRECISION_HELP, PRECISIONS)
 
     def __post_init__(self):
         check_options(self)
@@ -313,8 +311,8 @@ def search(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts:
     ``config.init_token``. The best prompt on dev is kept, the start included, so a search
     never ends below where it started on dev. ``progress_label`` names the progress bar."""
     config = config or SearchConfig()
-    # the result records the precision the search ran at, "auto" resolved for this device
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, lm.device))
+    # the result records the precision the search ran at, "auto" resolved
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision))
     template = parse_template(getattr(template, "text", template), require_slots=True)
     if not train_facts or not dev_facts:
         raise ConfigError("search needs at least one train fact and one dev fact")
@@ -335,8 +333,7 @@ def search_from_manual(lm: LM, task: Task, config: SearchConfig | None = None,
     template."""
     config = config or SearchConfig()
     if manual is None:
-        manual, _ = best_manual_template(lm, task, "dev",
-                                         resolve_precision(config.precision, lm.device))
+        manual, _ = best_manual_template(lm, task, "dev", resolve_precision(config.precision))
     template, start = manual_start(lm, manual, [fact.x for fact in task.facts])
     return search(lm, template, task.split("train"), task.split("dev"), config,
                   show_progress=show_progress, progress_label=progress_label,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ptlib.encoders import ENCODERS, FREE_INITS
 from ptlib.errors import ConfigError
 from ptlib.options import MAX_SEED, check_options, option
-from ptlib.precision import PRECISIONS
+from ptlib.precision import DEFAULT_PRECISION, PRECISION_HELP, PRECISIONS
 
 SCHEDULES = ("constant", "linear", "cosine")
 DEFAULT_INIT = "normal_rescaled"
@@ -43,9 +43,7 @@ class TrainConfig:
                                         "dev score; none never stops early", minimum=1)
     seed: int = option(0, f"encoder init and batch order (0 to {MAX_SEED})", minimum=0,
                        maximum=MAX_SEED)
-    precision: str = option("auto", "frozen LM: auto (ptlib.precision decides for the "
-                                    "device), fp32, or bf16 (its weights cast to bf16 once)",
-                            PRECISIONS)
+    precision: str = option(DEFAULT_PRECISION, PRECISION_HELP, PRECISIONS)
     checkpoint_every: int = option(0, "steps between checkpoints when a folder is given; 0 "
                                       "saves at every evaluation", minimum=0)
     compile: bool = option(False, "torch.compile the frozen LM's decoder layers (opt-in: "

@@ -264,7 +264,7 @@ def train(lm: LM, template: str | Template, train_facts: list[Fact], dev_facts: 
         prefix_length(template)
     check_facts(train_facts, dev_facts, config)
     _check_resume(resume)
-    precision = resolve_precision(config.precision, lm.device)
+    precision = resolve_precision(config.precision)
     if config.compile:
         compile_layers(frozen_model(lm, precision))
     loop = _Loop(lm, template, (train_facts, dev_facts), config, precision, checkpoint_dir,

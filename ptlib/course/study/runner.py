@@ -62,7 +62,7 @@ def _test_record(result: Evaluation, facts: list[Fact]) -> dict:
 def _precision(lm: LM, config: StudyConfig) -> str:
     """The precision the study's training runs use, resolved: the manual baseline and the
     manual template a run starts from are chosen and scored at it too."""
-    return resolve_precision(TrainConfig(**config.train).precision, lm.device)
+    return resolve_precision(TrainConfig(**config.train).precision)
 
 
 def _chosen_manual(lm: LM, config: StudyConfig, task: Task) -> str:
