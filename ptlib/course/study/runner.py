@@ -59,7 +59,7 @@ def _test_record(result: Evaluation, facts: list[Fact]) -> dict:
             "first_rank": [int(rank) for rank in result.first_rank]}
 
 
-def _precision(lm: LM, config: StudyConfig) -> str:
+def _precision(config: StudyConfig) -> str:
     """The precision the study's training runs use, resolved: the manual baseline and the
     manual template a run starts from are chosen and scored at it too."""
     return resolve_precision(TrainConfig(**config.train).precision)
@@ -67,12 +67,12 @@ def _precision(lm: LM, config: StudyConfig) -> str:
 
 def _chosen_manual(lm: LM, config: StudyConfig, task: Task) -> str:
     """The manual template with the best dev EM, at the study's precision."""
-    text, _ = best_manual_template(lm, task, "dev", _precision(lm, config))
+    text, _ = best_manual_template(lm, task, "dev", _precision(config))
     return text
 
 
 def _run_manual(lm: LM, config: StudyConfig, task: Task) -> dict:
-    precision = _precision(lm, config)
+    precision = _precision(config)
     text, dev = best_manual_template(lm, task, "dev", precision)
     test = evaluate(lm, parse_template(text), task.split("test"), precision=precision)
     curve = {"step": [0], "exact_match": [dev.exact_match], "nll": [dev.nll]}
@@ -132,7 +132,7 @@ def _run_training(lm: LM, config: StudyConfig, spec: RunSpec, task: Task, resolv
 
 def _run_few_shot(lm: LM, config: StudyConfig, spec: RunSpec, task: Task) -> dict:
     """k solved train facts (chosen by the seed) before the manual template chosen on dev."""
-    precision, manual = _precision(lm, config), _chosen_manual(lm, config, task)
+    precision, manual = _precision(config), _chosen_manual(lm, config, task)
     train_facts, k = task.split("train"), FEW_SHOT[spec.method]
     dev = few_shot(lm, manual, train_facts, task.split("dev"), k, spec.seed,
                    precision=precision)
