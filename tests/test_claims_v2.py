@@ -22,7 +22,7 @@ SEEDS = list(range(5))
 RELATIONS = ("capital_of", "antonym")
 FACTS = 40
 TEMPLATES = {"prepend_1": "[P] {manual}", "prepend_3": "[P][P][P] {manual}",
-             "prepend_10": "[P]" * 10 + " {manual}", "wrapped": "[P] {manual} [P]"}
+             "prepend_10": "[P]" * 10 + " {manual}", "manual_wrapped": "[P] {manual} [P]"}
 ARMS = [
     {"name": "main", "relations": list(RELATIONS), "methods": ["manual", "free_rescaled", "lstm"],
      "seeds": SEEDS},
@@ -33,8 +33,12 @@ ARMS = [
      "seeds": SEEDS, "templates": ["prepend_1", "prepend_10"]},
     {"name": "reference", "relations": list(RELATIONS), "methods": ["few_shot_8", "lora"],
      "seeds": SEEDS, "lr": [0.001]},
+    {"name": "search", "relations": list(RELATIONS),
+     "methods": ["autoprompt_manual", "gcg_manual"], "seeds": SEEDS},
+    {"name": "lr_grid", "relations": ["capital_of"], "methods": ["free_rescaled", "lstm"],
+     "seeds": SEEDS, "lr": [0.0003, 0.03]},
     {"name": "placement", "relations": ["capital_of"], "methods": ["lstm"], "seeds": SEEDS,
-     "templates": ["wrapped"]},  # planned, never written: an arm with no rows
+     "templates": ["manual_wrapped"]},  # planned, never written: an arm with no rows
 ]
 LEVEL = {  # (method, template) -> chance of an exact match on each test fact
     ("manual", ""): 0.4, ("free_rescaled", ""): 0.5, ("lstm", ""): 0.6,
@@ -43,6 +47,7 @@ LEVEL = {  # (method, template) -> chance of an exact match on each test fact
     ("prefix", "prepend_1"): 0.5, ("prefix", "prepend_10"): 0.95,
     ("free_rescaled", "prepend_1"): 0.2, ("free_rescaled", "prepend_10"): 0.4,
     ("few_shot_8", ""): 0.45, ("lora", ""): 0.97,
+    ("autoprompt_manual", ""): 0.45, ("gcg_manual", ""): 0.5,
 }
 WIDTH = {"prefix": 11_520, "free_rescaled": 576}  # trainable numbers per virtual token
 
@@ -115,6 +120,33 @@ def test_each_new_claims_labels_read_the_runs_of_their_arm(loaded):
     assert len(loaded.select("capital_of", "prefix template=prepend_10")) == len(SEEDS)
 
 
+SEARCH_AND_LR_CLAIMS = ["autoprompt_vs_manual", "gcg_vs_manual", "gcg_vs_autoprompt",
+                        "relaxation_vs_autoprompt", "relaxation_vs_gcg",
+                        "lstm_vs_rescaled_slow", "lstm_vs_rescaled_fast"]
+
+
+def test_the_search_and_learning_rate_claims_read_the_second_studys_arms(loaded):
+    wanted = {"autoprompt_manual": ("autoprompt_manual", "", None),
+              "gcg_manual": ("gcg_manual", "", None), "manual": ("manual", "", None),
+              "free_rescaled": ("free_rescaled", "", 0.003),
+              "lstm lr=0.0003": ("lstm", "", 0.0003),
+              "free_rescaled lr=0.0003": ("free_rescaled", "", 0.0003),
+              "lstm lr=0.03": ("lstm", "", 0.03),
+              "free_rescaled lr=0.03": ("free_rescaled", "", 0.03)}
+    for claim_id in SEARCH_AND_LR_CLAIMS:
+        claim = claims.CLAIMS[claim_id]
+        for label in (claim.label_a, claim.label_b):
+            assert picked(loaded, "capital_of", label) == {wanted[label]}, (claim_id, label)
+    gcg = {item.relation: item.verdict for item in claims.claim_verdicts(loaded,
+                                                                          ["gcg_vs_manual"])}
+    assert gcg["capital_of"].comparison.n_seeds == len(SEEDS)
+    for claim_id in ("placement_free", "placement_lstm"):  # the placement arm has no rows here
+        claim = claims.CLAIMS[claim_id]
+        assert claim.label_a.endswith("template=manual_wrapped")
+        assert claim.label_b == claim.label_a.split()[0]
+        assert loaded.select("capital_of", claim.label_a) == []
+
+
 def test_the_new_claims_are_decided_in_the_direction_the_runs_were_drawn(loaded):
     verdicts = {(item.claim_id, item.relation): item.verdict
                 for item in claims.claim_verdicts(loaded, NEW_CLAIMS)}
@@ -140,7 +172,7 @@ def test_course_verdicts_and_evidence_read_a_study_config_and_name_claims_not_ru
         "random_init_level") == 1  # no free_normal runs: named once, not per relation
     root = course_root_with(config, tmp_path / "course")  # the config in its studies/
     relative = claims.course_verdicts(["deep_prefix_vs_free"], root=root,
-                                      config="studies/course_study.json")
+                                      config=claims.COURSE_STUDY)
     assert relative.splitlines()[0] == text.splitlines()[0]
     table = evidence.course_evidence(NEW_CLAIMS, config=path)
     drawn = evidence.comparable(table.rows)
@@ -180,7 +212,7 @@ def test_the_cost_table_shows_parameters_and_flops_where_recorded(loaded):
     assert manual.split()[-2:] == ["-", "-"]  # not recorded
     prefix = next(line for line in lines if "prefix" in line)
     assert f"{3 * WIDTH['prefix']:,}" in prefix
-    assert "no runs" in loaded.cost_table(["lstm template=wrapped"])
+    assert "no runs" in loaded.cost_table(["lstm template=manual_wrapped"])
 
 
 def test_the_arms_note_names_empty_and_partial_arms_and_the_command(loaded, config):

@@ -232,3 +232,25 @@ def test_show_evidence_says_when_there_is_nothing_to_draw(synthetic, capsys):
                                    "study.json", recorder=recorder)
     assert "Nothing to draw yet" in capsys.readouterr().out
     assert recorder.names == [] and evidence.comparable(table.rows) == []
+
+
+def test_a_summary_row_gives_a_runs_median_time_and_an_interval_inside_0_1(synthetic):
+    loaded = Study.load(synthetic)
+    paused = [dict(r) for r in loaded.records]
+    lstm = [r for r in paused if (r["relation"], r["method"]) == ("capital_of", "lstm")]
+    lstm[0]["wall_seconds"] = 3600.0  # one run stopped by kill -STOP for an hour
+    for record in [r for r in paused if (r["relation"], r["method"]) == ("antonym", "lstm")]:
+        record["test"] = dict(record["test"], exact=[0] * FACTS)
+    record = next(r for r in paused if (r["relation"], r["method"], r["seed"]) ==
+                  ("antonym", "lstm", 0))
+    record["test"] = dict(record["test"], exact=[1] * 10 + [0] * (FACTS - 10))  # one seed
+    # scores, five do not: the scaled and stretched bootstrap interval reaches below 0
+    rows = {(row["relation"], row["method"]): row
+            for row in Study(loaded.config, paused).summary_rows()}
+    assert rows["capital_of", "lstm"]["wall_seconds"] == 1.0  # the median: the pause is gone
+    floor = rows["antonym", "lstm"]
+    assert floor["mean"] == pytest.approx(10 / (FACTS * SEEDS))
+    assert floor["low"] == 0.0 < floor["high"] <= 1.0  # an exact match is never below 0
+    for row in rows.values():
+        if row["seeds"] == 0 or row["seeds"] >= stats.MIN_SEEDS:  # mlp's 3 seeds: no interval
+            assert 0.0 <= row["low"] <= row["mean"] <= row["high"] <= 1.0, row["method"]

@@ -176,12 +176,13 @@ class Study:
 
     def summary_rows(self, labels: list[str] | None = None) -> list[dict]:
         """One row per (relation, method label) with runs: mean test EM, its 95% interval
-        (``stats.paired_difference`` against zero: seeds and facts resampled; NaN from 1 to
-        ``stats.MIN_SEEDS`` - 1 seeds, facts only for a deterministic method), seed sd, number
-        of seeds and each seed's EM (``seed_means``, for a strip plot), and what the records
-        say the method costs (``trainable_parameters``, ``train_flops``: the mean over the
-        records that carry it, None when none does). ``labels`` default to the methods at the
-        study's defaults."""
+        (``stats.paired_difference`` against zero: seeds and facts resampled, cut to [0, 1],
+        the range an exact match can take; NaN from 1 to ``stats.MIN_SEEDS`` - 1 seeds, facts
+        only for a deterministic method), seed sd, number of seeds and each seed's EM
+        (``seed_means``, for a strip plot), a run's median wall time (``wall_seconds``: one
+        run paused or sharing the cores does not move it) and what the records say the method
+        costs (``trainable_parameters``, ``train_flops``: the mean over the records that carry
+        it, None when none does). ``labels`` default to the methods at the study's defaults."""
         relations = list(dict.fromkeys(r["relation"] for r in self.records))
         labels = labels or [m for m in METHODS if any(r["method"] == m for r in self.records)]
         rows = []
@@ -196,14 +197,14 @@ class Study:
                     matrix = np.tile(matrix, (2, 1))
                 interval = stats.paired_difference(matrix, np.zeros_like(matrix))
                 low, high = ((math.nan, math.nan) if 0 < seeds < stats.MIN_SEEDS
-                             else (interval.low, interval.high))  # none from 1-4 seeds
+                             else (max(0.0, interval.low), min(1.0, interval.high)))
                 rows.append({"relation": relation, "method": label, "seeds": seeds,
                              "mean": interval.difference, "low": low, "high": high,
                              "sd": float(matrix.mean(axis=1).std(ddof=1)) if seeds > 1
                              else 0.0, "facts": matrix.shape[1],
                              "seed_means": [float(np.mean(r["test"]["exact"])) for r in records],
-                             "wall_seconds": float(np.mean([r["wall_seconds"]
-                                                            for r in records])),
+                             "wall_seconds": float(np.median([r["wall_seconds"]
+                                                              for r in records])),
                              "trainable_parameters": _recorded(records, "trainable_parameters"),
                              "train_flops": _recorded(records, "train_flops")})
         return rows
@@ -218,7 +219,7 @@ class Study:
                                        f"{row['wall_seconds']:5.0f}",
                            "(seeds '-': deterministic, one run. The interval resamples seeds "
                            "and test facts; with one run, test facts only; none from fewer "
-                           "than 5 seeds)")
+                           "than 5 seeds. s/run: the median wall time of a run)")
 
     def cost_table(self, labels: list[str]) -> str:
         """The reference-rows table: per relation and method label, mean test EM with its 95%
