@@ -254,3 +254,22 @@ def test_a_summary_row_gives_a_runs_median_time_and_an_interval_inside_0_1(synth
     for row in rows.values():
         if row["seeds"] == 0 or row["seeds"] >= stats.MIN_SEEDS:  # mlp's 3 seeds: no interval
             assert 0.0 <= row["low"] <= row["mean"] <= row["high"] <= 1.0, row["method"]
+
+
+def test_the_markdown_table_gives_each_claims_pooled_row_and_the_command_prints_it(
+        synthetic, tmp_path, capsys):
+    root = course_root_with(synthetic, tmp_path / "course")
+    table = evidence.course_evidence([LEVEL_CLAIM, "lstm_vs_mlp"], root=root)
+    lines = table.markdown().splitlines()
+    assert lines[0] == table.heading and lines[2].startswith("| claim | comparison |")
+    level, mlp = lines[4], lines[5]
+    pooled = picked(table.rows, LEVEL_CLAIM)[evidence.POOLED]
+    assert level.startswith(f"| {LEVEL_CLAIM} | lstm − free_normal | {evidence._numbers(pooled)}"
+                            " (pooled (2)) | 6 × 60 | ahead |")
+    assert level.endswith("| ahead on 1 of 2 relations, cannot tell on 1 |")
+    assert "(no interval from 3 seeds) (capital_of) | 3 × 30 | too few seeds |" in mlp
+    assert evidence.main([str(synthetic.results.parent / "study.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "| lstm_vs_normal_level |" in printed and "| random_init_level |" in printed
+    assert evidence.main([str(tmp_path / "absent.json")]) == 2
+    assert "no study config at" in capsys.readouterr().err

@@ -20,8 +20,10 @@ relations' facts taken together, not for other relations; a pooled spread compar
 seeds of each seed's mean over every pooled fact.
 """
 
+import argparse
 import html
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from matplotlib.lines import Line2D
 
 from ptlib import stats
 from ptlib.course.claims import (
+    COURSE_STUDY,
     Claim,
     ClaimVerdict,
     claim_verdicts,
@@ -224,6 +227,25 @@ class EvidenceTable:
     def __repr__(self) -> str:
         return self.text()
 
+    def markdown(self) -> str:
+        """One Markdown table row per claim (for the README): the comparison, the pooled row's
+        estimate and interval (or the one relation's, when the claim was compared on one), its
+        seeds x facts and outcome, and the claim's relations in words (``claim_summaries``)."""
+        lines = ["| claim | comparison | estimate [95% interval] | seeds × facts | outcome "
+                 "| relation by relation |", "|---|---|---|---|---|---|"]
+        summaries = claim_summaries(self.rows)
+        for claim_id, sentence in summaries.items():
+            mine = [row for row in self.rows if row.claim_id == claim_id]
+            pooled = [row for row in mine if row.pooled_over]
+            compared = [row for row in mine if not math.isnan(row.estimate)]
+            shown = (pooled or compared or mine)[0]
+            where = f" ({shown.where})"
+            relations = sentence.split(": ", 1)[1].split("; pooled")[0]
+            lines.append(f"| {claim_id} | {shown.comparison} | {_numbers(shown) or '-'}{where} "
+                         f"| {shown.n_seeds} × {shown.n_facts} | {_words(shown)} "
+                         f"| {relations} |")
+        return "\n".join([self.heading, "", *lines])
+
     def _repr_html_(self) -> str:
         head = ("<tr><th>claim</th><th>relation</th><th>comparison</th>"
                 "<th>estimate [95% interval]</th><th>seeds × facts</th><th>outcome</th></tr>")
@@ -356,3 +378,28 @@ def show_evidence(claim_ids: list[str], config: str | Path | None = None, record
     for claim_id, sentence in claim_summaries(table.rows).items():
         print(f"- {claim_id}: {sentence}")
     return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ptlib.course.evidence [CONFIG]``: every claim's evidence from a study
+    (default: the course's), as the Markdown table the README carries."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ptlib.course.evidence",
+        description="Print every claim's evidence from a study as a Markdown table.")
+    parser.add_argument("config", nargs="?", default=None,
+                        help=f"study config JSON (default: the course's, {COURSE_STUDY})")
+    args = parser.parse_args(argv)
+    config = Path(args.config).resolve() if args.config else None
+    if config is not None and not config.is_file():
+        print(f"error: no study config at {args.config}", file=sys.stderr)
+        return 2
+    table = course_evidence(config=config, root=Path.cwd())
+    if not table.rows:
+        print(table.heading, file=sys.stderr)
+        return 2
+    print(table.markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
