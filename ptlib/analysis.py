@@ -9,6 +9,7 @@ the same question one level down: how long are a prompt's keys and values at eac
 the keys and values the model computes for real tokens there.
 """
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -269,3 +270,22 @@ def update_coupling(encoder: torch.nn.Module, seed: int = 0) -> torch.Tensor:
                                                  grads)  # (L, d)
         columns.append(moved.norm(dim=1))  # (L,)
     return torch.stack(columns, dim=1)  # (L, L): [i, j]
+
+
+def first_step_move(encoder: torch.nn.Module, lr: float, pull: torch.Tensor) -> torch.Tensor:
+    """How far the first AdamW step (weight decay 0) at ``lr`` moves each prompt vector: (L,).
+
+    The loss is <pull, theta> for the (L, d) prompt theta = encoder(), so the pull (L, d) is
+    the direction the loss drives the prompt. At its first step AdamW moves every trainable
+    parameter by lr times the sign of its gradient (m/sqrt(v) is +-1), whatever the gradient's
+    size: free vectors' coordinates move by lr each, a vector by lr * sqrt(d); an encoder's
+    prompt moves by the sum of all its weights' moves carried through the network, which is
+    the effective step size a reparameterisation gives a learning rate. Works on a copy: the
+    encoder is left as it was. Returns the L2 distance each output vector moved."""
+    fresh = copy.deepcopy(encoder)
+    optimizer = torch.optim.AdamW([p for p in fresh.parameters() if p.requires_grad], lr=lr,
+                                  weight_decay=0.0)
+    before = fresh().detach().clone()  # (L, d)
+    (fresh() * pull).sum().backward()
+    optimizer.step()
+    return (fresh().detach() - before).norm(dim=1)  # (L,)

@@ -35,6 +35,21 @@ def test_position_coupling_pattern(tiny):
     torch.testing.assert_close(free, torch.eye(5))  # the identity, unit directions
 
 
+def test_the_first_adamw_step_moves_free_vectors_by_lr_sqrt_d_and_encoders_in_proportion(tiny):
+    built = encoders(tiny)
+    d = tiny.embeddings.shape[1]
+    pull = torch.randn(5, d, generator=torch.Generator().manual_seed(0))  # (L, d)
+    start = {kind: encoder().detach().clone() for kind, encoder in built.items()}
+    free = analysis.first_step_move(built["free"], 1e-3, pull)
+    torch.testing.assert_close(free, torch.full((5,), 1e-3 * math.sqrt(d)), rtol=1e-3,
+                               atol=0)  # every coordinate moves by lr
+    for kind in ("mlp", "lstm"):  # at a small lr the move is first order: 10x lr, 10x move
+        small, large = (analysis.first_step_move(built[kind], lr, pull) for lr in (1e-6, 1e-5))
+        torch.testing.assert_close(large / small, torch.full((5,), 10.0), rtol=0.05, atol=0)
+    for kind, encoder in built.items():  # the encoders themselves are left as they were
+        torch.testing.assert_close(encoder().detach(), start[kind], rtol=0, atol=0)
+
+
 def test_position_coupling_agrees_with_a_perturbation(tiny):
     encoder = build_encoder("lstm", 4, tiny.embeddings, seed=1)
     matrix = analysis.position_coupling(encoder)
