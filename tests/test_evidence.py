@@ -273,3 +273,11 @@ def test_the_markdown_table_gives_each_claims_pooled_row_and_the_command_prints_
     assert "| lstm_vs_normal_level |" in printed and "| random_init_level |" in printed
     assert evidence.main([str(tmp_path / "absent.json")]) == 2
     assert "no study config at" in capsys.readouterr().err
+
+
+def test_a_row_in_one_line_gives_its_verdict_numbers_and_size_or_its_reason(rows):
+    level = picked(rows, LEVEL_CLAIM)["capital_of"]
+    assert evidence.describe_row(level) == (
+        f"ahead: lstm − free_normal {evidence._numbers(level)}, {SEEDS} seeds × {FACTS} facts")
+    absent = picked(rows, "lstm_vs_mlp")["antonym"]
+    assert evidence.describe_row(absent) == f"not in the study: {absent.reason}"

@@ -183,6 +183,15 @@ def _numbers(row: EvidenceRow) -> str:
     return f"{value} [{row.low:+.3f}, {row.high:+.3f}]"
 
 
+def describe_row(row: EvidenceRow) -> str:
+    """One row in a line, e.g. "ahead: lstm − free_normal +0.208 [+0.030, +0.411], 7 seeds ×
+    55 facts"; a row without numbers gives its reason."""
+    if math.isnan(row.estimate):
+        return f"{_words(row)}: {row.reason}"
+    return (f"{_words(row)}: {row.comparison} {_numbers(row)}, {row.n_seeds} seeds × "
+            f"{row.n_facts} facts")
+
+
 def claim_summaries(rows: list[EvidenceRow]) -> dict[str, str]:
     """Claim id -> one sentence from its rows, e.g. "lstm − free_rescaled: ahead on 1 of 5
     relations, behind on 2, cannot tell on 2; pooled over 5: +0.012 [-0.020, +0.041], cannot
