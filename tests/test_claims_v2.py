@@ -33,6 +33,8 @@ ARMS = [
      "seeds": SEEDS, "templates": ["prepend_1", "prepend_10"]},
     {"name": "reference", "relations": list(RELATIONS), "methods": ["few_shot_8", "lora"],
      "seeds": SEEDS, "lr": [0.001]},
+    {"name": "deep_lr", "relations": ["capital_of"], "methods": ["prefix"], "seeds": SEEDS,
+     "templates": ["prepend_3"], "lr": [0.03]},
     {"name": "search", "relations": list(RELATIONS),
      "methods": ["autoprompt_manual", "gcg_manual"], "seeds": SEEDS},
     {"name": "lr_grid", "relations": ["capital_of"], "methods": ["free_rescaled", "lstm"],
@@ -122,7 +124,8 @@ def test_each_new_claims_labels_read_the_runs_of_their_arm(loaded):
 
 SEARCH_AND_LR_CLAIMS = ["autoprompt_vs_manual", "gcg_vs_manual", "gcg_vs_autoprompt",
                         "relaxation_vs_autoprompt", "relaxation_vs_gcg",
-                        "lstm_vs_rescaled_slow", "lstm_vs_rescaled_fast"]
+                        "lstm_vs_rescaled_slow", "lstm_vs_rescaled_fast",
+                        "deep_prefix_fast_vs_free", "deep_prefix_fast_vs_lstm"]
 
 
 def test_the_search_and_learning_rate_claims_read_the_second_studys_arms(loaded):
@@ -132,7 +135,10 @@ def test_the_search_and_learning_rate_claims_read_the_second_studys_arms(loaded)
               "lstm lr=0.0003": ("lstm", "", 0.0003),
               "free_rescaled lr=0.0003": ("free_rescaled", "", 0.0003),
               "lstm lr=0.03": ("lstm", "", 0.03),
-              "free_rescaled lr=0.03": ("free_rescaled", "", 0.03)}
+              "free_rescaled lr=0.03": ("free_rescaled", "", 0.03),
+              "prefix lr=0.03 template=prepend_3": ("prefix", "prepend_3", 0.03),
+              "free_rescaled template=prepend_3": ("free_rescaled", "prepend_3", 0.003),
+              "lstm template=prepend_3": ("lstm", "prepend_3", 0.003)}
     for claim_id in SEARCH_AND_LR_CLAIMS:
         claim = claims.CLAIMS[claim_id]
         for label in (claim.label_a, claim.label_b):

@@ -316,13 +316,6 @@ def test_04_rescaled_init(tiny):
     fails(check, plain_normal, tiny, match="norms")
 
 
-def test_04_token_scale_norm(tiny):
-    table = tiny.embeddings.detach().float()
-    value = table.std().item() * math.sqrt(tiny.width)
-    assert exercises.check_token_scale_norm(value, tiny)
-    fails(exercises.check_token_scale_norm, math.sqrt(tiny.width), tiny)
-
-
 # ------------------------------------------------------------------ 05
 
 
@@ -419,16 +412,6 @@ def test_06_generate_with_a_soft_prompt(tiny, capital_list):
     fails(check, lambda *a: [0], tiny, template, prompt, capital_list, match="tokens for n")
 
 
-def test_06_values(tiny):
-    value = ptlib.load_task("country_continent").majority_exact_match("test")
-    assert exercises.check_majority(value, "country_continent")
-    fails(exercises.check_majority, value / 2, "country_continent")
-    text = "[P][P][P] {x} [P][P][P] is [P][P][P]"
-    assert exercises.check_prompt_bytes(9 * tiny.width * 4, text, tiny.width)
-    fails(exercises.check_prompt_bytes, 9 * tiny.width * 2, text, tiny.width)
-    assert exercises.check_prompt_bytes(None, text, tiny.width) is False
-
-
 # ------------------------------------------------------------------ 07
 
 
@@ -477,9 +460,6 @@ def test_07_values(tiny):
 
 def test_a_wrong_answer_never_shows_the_reference():
     """The messages name what differed, never the reference's value."""
-    with pytest.raises(ExerciseFailed) as caught:
-        exercises.check_prompt_bytes(10, "[P] {x}", 32)
-    assert str(32 * 4) not in str(caught.value)
     with pytest.raises(ExerciseFailed) as caught:
         exercises.check_googol_length(3, 49_152)
     assert "21" not in str(caught.value)

@@ -99,6 +99,14 @@ CLAIMS = {
     "deep_prefix_vs_lstm": Claim(
         "deep prompts: a deep prefix against P-Tuning's LSTM, both [P] x 3 before the manual "
         "template", "prefix template=prepend_3", "lstm template=prepend_3"),
+    "deep_prefix_fast_vs_free": Claim(
+        "deep prompts at a 10x larger learning rate: the deep prefix at lr 0.03 against "
+        "token-sized input vectors at the study's lr, both [P] x 3 before the manual template",
+        "prefix lr=0.03 template=prepend_3", "free_rescaled template=prepend_3"),
+    "deep_prefix_fast_vs_lstm": Claim(
+        "deep prompts at a 10x larger learning rate: the deep prefix at lr 0.03 against "
+        "P-Tuning's LSTM at the study's lr, both [P] x 3 before the manual template",
+        "prefix lr=0.03 template=prepend_3", "lstm template=prepend_3"),
     "prefix_mlp_vs_prefix": Claim(
         "prefix tuning's reparameterisation, level: the MLP-generated deep prefix against the "
         "deep prefix trained directly", "prefix_mlp template=prepend_3",

@@ -44,7 +44,6 @@ from ptlib.course.exercises.discrete_search import (
 from ptlib.course.exercises.initialisation import (
     check_adamw,
     check_rescaled_init,
-    check_token_scale_norm,
 )
 from ptlib.course.exercises.objective import (
     check_target_length,
@@ -63,8 +62,6 @@ from ptlib.course.exercises.reparameterisation import (
 )
 from ptlib.course.exercises.using_prompts import (
     check_generate,
-    check_majority,
-    check_prompt_bytes,
 )
 
 __all__ = [
@@ -80,12 +77,10 @@ __all__ = [
     "check_lora_size",
     "check_lstm_encoder",
     "check_lstm_size",
-    "check_majority",
     "check_moved_positions",
     "check_path",
     "check_placement_runs",
     "check_prefix_mlp_size",
-    "check_prompt_bytes",
     "check_rescaled_init",
     "check_scale_matched_run",
     "check_snap",
@@ -94,6 +89,5 @@ __all__ = [
     "check_target_scores",
     "check_template_exact_match",
     "check_template_spread",
-    "check_token_scale_norm",
     "check_train_step",
 ]

@@ -1,7 +1,6 @@
 """Exercise checks on initialisation:
-one AdamW step by hand, the rescaled normal init, the token scale."""
+one AdamW step by hand, the rescaled normal init."""
 
-import math
 
 import torch
 
@@ -10,7 +9,6 @@ from ptlib.course.exercises.core import (
     as_tensor,
     assert_close,
     call,
-    check_number,
     embeddings_of,
     exercise,
     fail,
@@ -62,10 +60,3 @@ def check_rescaled_init(init_fn, lm: LM) -> None:
                    atol=1e-3, hint="every row should be as long as the mean token norm of E")
         assert_close(got, ref, f"the vectors ({num} slots, seed {seed})", atol=1e-5,
                hint="draw torch.randn((L, d), generator=generator) once, then rescale each row")
-
-
-@exercise("a random vector at the token scale")
-def check_token_scale_norm(answer, lm: LM) -> None:
-    table = embeddings_of(lm)
-    check_number(answer, table.std().item() * math.sqrt(table.shape[1]), 0.02, "the norm",
-            "the norm of N(0, sigma^2 I_d) is about sigma * sqrt(d)")

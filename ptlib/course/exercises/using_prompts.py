@@ -1,18 +1,16 @@
 """Exercise checks on using a trained prompt:
-answering with it, the majority baseline, its size on disk."""
+answering with it."""
 
 
 import torch
 
 from ptlib.course.exercises.core import (
-    NotAnswered,
     as_tensor,
     call,
-    check_number,
     exercise,
     fail,
 )
-from ptlib.data import Fact, load_task
+from ptlib.data import Fact
 from ptlib.model import LM
 from ptlib.template import Template, encode_target, parse_template
 
@@ -56,17 +54,3 @@ def check_generate(generate_fn, lm: LM, template: Template, prompt: torch.Tensor
                         "tokenised on its own, prompt rows at the slots" if index == 0 else
                         "append the embedding of each chosen token and run again")
                 fail(f"subject {fact.x!r}: {where} is not the model's argmax. Hint: {hint}")
-
-
-@exercise("the majority class")
-def check_majority(answer, task_name: str, split: str = "test") -> None:
-    if answer is None:
-        raise NotAnswered
-    check_number(answer, load_task(task_name).majority_exact_match(split), 1e-9, "the EM",
-            "Task.majority_exact_match answers the most frequent train object")
-
-
-@exercise("the size of a saved prompt")
-def check_prompt_bytes(answer, template_text: str, width: int) -> None:
-    check_number(answer, parse_template(template_text).num_slots * width * 4, 0.0, "the size",
-            "slots x width x 4 bytes per fp32 number")
