@@ -50,23 +50,32 @@ Curves = list[tuple[list[int], list[float]]]  # per seed: (forwards at each eval
 
 def _best_so_far(curve: tuple[list[int], list[float]], budgets: np.ndarray) -> np.ndarray:
     """The best dev EM a run had reached by each budget (forwards): (B,), NaN before its
-    first evaluation."""
+    first evaluation; past its last evaluation, its final best (it spent no more)."""
     forwards, values = np.asarray(curve[0], float), np.maximum.accumulate(curve[1])
     where = np.searchsorted(forwards, budgets, side="right") - 1  # (B,) last eval <= budget
     return np.where(where >= 0, values[np.clip(where, 0, None)], np.nan)
 
 
+def _until(values: np.ndarray, budgets: np.ndarray, last: float) -> np.ndarray:
+    """``values`` (B,) cut to NaN past the budget ``last``: a line ends where its runs did."""
+    return np.where(budgets <= last, values, np.nan)
+
+
 def compute_to_quality(curves: dict[str, dict[str, Curves]]):
     """Dev exact match against compute: one panel per relation, one colour per method; thin
     lines are seeds' best-so-far dev EM, the thick line their mean, over forward-pass
-    equivalents on a log axis. A method at 0 forwards (the manual template) is a dashed
-    level. ``curves``: relation -> method -> ``Study.dev_curves``."""
+    equivalents on a log axis. A seed's line ends at the forwards its run spent; the mean
+    carries a finished run's final best until the last seed has finished. A method at 0
+    forwards (the manual template) is a dashed level. ``curves``: relation -> method ->
+    ``Study.dev_curves``."""
     relations = list(curves)
     fig, axes = plt.subplots(1, len(relations), figsize=(3.6 * len(relations), 3.6),
                              sharey=True, squeeze=False)
     top = max((f for methods in curves.values() for runs in methods.values()
                for forwards, _ in runs for f in forwards), default=10)
-    budgets = np.geomspace(10, max(top, 100), 200)
+    ends = [max(forwards) for methods in curves.values() for runs in methods.values()
+            for forwards, _ in runs]  # every run's last evaluation is a point of the lines
+    budgets = np.union1d(np.geomspace(10, max(top, 100), 200), [e for e in ends if e >= 10])
     for ax, relation in zip(axes[0], relations, strict=True):
         for index, (method, runs) in enumerate(curves[relation].items()):
             colour = f"C{index}"
@@ -75,10 +84,13 @@ def compute_to_quality(curves: dict[str, dict[str, Curves]]):
                            linestyle="--", label=method)
                 continue
             reached = np.array([_best_so_far(run, budgets) for run in runs])  # (S, B)
-            for row in reached:
-                ax.plot(budgets, row, color=colour, linewidth=0.5, alpha=0.35)
-            ax.plot(budgets, np.nanmean(reached, axis=0) if len(runs) else budgets * np.nan,
-                    color=colour, linewidth=2, label=f"{method} ({len(runs)} seeds)")
+            ends = [max(forwards) for forwards, _ in runs]  # (S,) what each run spent
+            for row, end in zip(reached, ends, strict=True):
+                ax.plot(budgets, _until(row, budgets, end), color=colour, linewidth=0.5,
+                        alpha=0.35)
+            mean = np.nanmean(reached, axis=0) if len(runs) else budgets * np.nan  # (B,)
+            ax.plot(budgets, _until(mean, budgets, max(ends, default=0)), color=colour,
+                    linewidth=2, label=f"{method} ({len(runs)} seeds)")
         ax.set_xscale("log")
         ax.set_xlabel("forward-pass equivalents (backward = 2)")
         ax.set_title(relation, fontsize=10)
