@@ -138,6 +138,18 @@ class SearchHistory:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def acceptance(self) -> tuple[float, float]:
+        """The share of iterations that accepted a swap in the first and in the second half of
+        the search: a search still accepting swaps at the end was stopped, not stuck."""
+        half = len(self.accepted) // 2
+        first, second = self.accepted[:half], self.accepted[half:]
+        return sum(first) / max(1, len(first)), sum(second) / max(1, len(second))
+
+    def last_accepted(self) -> int | None:
+        """The iteration of the last accepted swap (None: the search never moved)."""
+        taken = [i for i, took in zip(self.iteration, self.accepted, strict=True) if took]
+        return taken[-1] if taken else None
+
     def dev_forwards(self) -> list[int]:
         """Sequence forwards spent by each dev evaluation (``eval_iteration``), 0 for the
         start: with ``dev_exact_match``, the search's dev curve against compute."""

@@ -15,7 +15,7 @@ from ptlib import (
     search_from_manual,
 )
 from ptlib import proposers as proposers_module
-from ptlib.discrete import allowed_tokens, best_manual_template, manual_start
+from ptlib.discrete import SearchHistory, allowed_tokens, best_manual_template, manual_start
 from ptlib.proposers import SearchState, propose_gcg, slot_runs, survives_retokenisation
 
 MANUAL = "The capital of {x} is"
@@ -144,3 +144,12 @@ def test_search_from_manual_starts_at_the_template_chosen_on_dev_or_the_one_give
     given = search_from_manual(tiny, task, cfg, manual=other, show_progress=False)
     start = evaluate(tiny, parse_template(other), task.split("dev"), precision="fp32")
     assert given.history.dev_nll[0] == pytest.approx(start.nll, abs=1e-5)
+
+
+def test_a_history_tells_how_often_each_half_accepted_and_the_last_accepted_swap():
+    history = SearchHistory(iteration=[1, 2, 3, 4, 5], accepted=[True, False, False, True, False])
+    assert history.acceptance() == (0.5, 1 / 3)  # halves: iterations 1-2 and 3-5
+    assert history.last_accepted() == 4
+    idle = SearchHistory(iteration=[1, 2], accepted=[False, False])
+    assert idle.acceptance() == (0.0, 0.0) and idle.last_accepted() is None
+    assert SearchHistory().acceptance() == (0.0, 0.0)  # no iteration at all
