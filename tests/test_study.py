@@ -319,6 +319,8 @@ def test_course_rows_give_each_seed_for_the_strip_plot(uninterrupted, tmp_path):
     lstm = [r for r in records if r["method"] == "lstm"]
     assert rows["lstm"]["seed_means"] == [float(np.mean(r["test"]["exact"])) for r in lstm]
     assert rows["manual"]["seeds"] == 0 and len(rows["manual"]["seed_means"]) == 1
+    chosen = claims.course_rows(root=root, labels=["lstm", "free_normal lr=0.03"])
+    assert [row["method"] for row in chosen] == ["lstm", "free_normal lr=0.03"]
 
 
 def test_claim_tally_counts_each_outcome_from_outcome_and_winner(monkeypatch):

@@ -228,12 +228,13 @@ def _study_as_of(path: Path, stamp: tuple | None) -> Study:
     return Study.load(path)
 
 
-def course_rows(root: str | Path | None = None, config: str | Path | None = None
-                ) -> list[dict]:
-    """``Study.summary_rows()`` of the course's study, or of the study config at ``config``
-    (for ``plots.study_strip``); empty when its config or results are not here."""
+def course_rows(root: str | Path | None = None, config: str | Path | None = None,
+                labels: list[str] | None = None) -> list[dict]:
+    """``Study.summary_rows(labels)`` of the course's study, or of the study config at
+    ``config`` (for ``study_plots.study_strip``; ``labels`` default to the study's methods at
+    their defaults); empty when its config or results are not here."""
     study = course_study(root, config)
-    return study.summary_rows() if study is not None else []
+    return study.summary_rows(labels) if study is not None else []
 
 
 def study_note(study: Study | None) -> str:

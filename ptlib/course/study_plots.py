@@ -18,29 +18,32 @@ def _interval_bars(rows: list[dict]) -> np.ndarray:
 
 
 def study_strip(rows: list[dict]):
-    """Every seed of the course's study visible: one panel per relation, one column per method,
-    a dot per seed's test EM (spread sideways so equal scores stay apart) and the mean with its
-    95% interval as a bar beside them (no bar below 5 seeds). ``rows``:
-    ``Study.summary_rows()``."""
+    """Every seed of the course's study visible: one panel per relation, stacked, one column
+    per method (the same column in every panel), a dot per seed's test EM (spread sideways so
+    equal scores stay apart) and the mean with its 95% interval as a bar beside them (no bar
+    below 5 seeds). ``rows``: ``Study.summary_rows()``."""
     relations = list(dict.fromkeys(row["relation"] for row in rows))
-    fig, axes = plt.subplots(1, len(relations), figsize=(3.2 * len(relations), 3.6),
-                             sharey=True, squeeze=False)
-    for ax, relation in zip(axes[0], relations, strict=True):
-        mine = [row for row in rows if row["relation"] == relation]
-        for column, row in enumerate(mine):
-            values = row["seed_means"]
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    fig, axes = plt.subplots(len(relations), 1, figsize=(max(6.0, 0.8 * len(methods) + 2),
+                                                          1.7 * len(relations) + 1.6),
+                             sharex=True, sharey=True, squeeze=False)
+    for ax, relation in zip(axes[:, 0], relations, strict=True):
+        for row in (row for row in rows if row["relation"] == relation):
+            column, values = methods.index(row["method"]), row["seed_means"]
             offsets = [0.25 * (i / max(1, len(values) - 1) - 0.5) for i in range(len(values))]
             ax.plot([column - 0.1 + o for o in offsets], values, "o", markersize=4,
                     markerfacecolor="none", color="tab:blue")
             ax.errorbar(column + 0.25, row["mean"], capsize=3, color="black", fmt="_",
                         yerr=_interval_bars([row]))
-        ax.set_xticks(range(len(mine)), [row["method"] for row in mine], rotation=60,
-                      ha="right", fontsize=8)
         ax.set_title(relation, fontsize=10)
-        ax.set_xlabel("method")
+        ax.set_xlabel("method", fontsize=8)
+        ax.set_ylabel("test EM", fontsize=8)
         ax.set_ylim(-0.02, 1.02)
-    axes[0][0].set_ylabel(f"test {EXACT_MATCH}")
-    fig.suptitle("The course's study: each seed (circles), mean and 95% interval (black)")
+    bottom = axes[-1][0]
+    bottom.set_xticks(range(len(methods)), [m.replace(" ", "\n") for m in methods],
+                      rotation=45, ha="right", fontsize=8)
+    fig.suptitle("The course's study: test exact match (EM) of each seed (circles), mean and 95% "
+                 "interval (black)", fontsize=10)
     fig.tight_layout()
     return fig
 
