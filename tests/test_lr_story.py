@@ -144,3 +144,10 @@ def test_the_course_study_plans_the_lr_story():
     assert {(r, lr, 60) for r in ("capital_of", "antonym")
             for lr in (0.0003, 0.003, 0.03)} <= settings
     assert {("capital_of", lr, 240) for lr in (0.0003, 0.003)} <= settings
+
+
+def test_collapse_counts_can_be_kept_to_some_relations(study):
+    everywhere = study.collapse_counts(["lstm"], reference=["free_rescaled"])
+    one = study.collapse_counts(["lstm"], reference=["free_rescaled"], relations=["capital_of"])
+    runs_there = len(study.select("capital_of", "lstm"))
+    assert one["lstm"][1] == runs_there < everywhere["lstm"][1]

@@ -291,13 +291,15 @@ class Study:
         return rows
 
     def collapse_counts(self, labels: list[str], reference: list[str],
-                        fraction: float = 0.5) -> dict[str, tuple[int, int]]:
+                        fraction: float = 0.5, relations: list[str] | None = None
+                        ) -> dict[str, tuple[int, int]]:
         """How often each method label collapses: a run collapses when its test EM is below
         ``fraction`` x the best mean test EM of the ``reference`` labels on its relation (for
-        the course: half the best free-vector mean at the study's defaults). Counted over the
-        relations where some reference label has runs: label -> (collapsed runs, runs)."""
+        the course: half the best free-vector mean at the study's defaults). Counted over
+        ``relations`` (default: every relation of the study) where some reference label has
+        runs: label -> (collapsed runs, runs)."""
         counts = {label: [0, 0] for label in labels}
-        relations = dict.fromkeys(record["relation"] for record in self.records)
+        relations = relations or dict.fromkeys(record["relation"] for record in self.records)
         for relation in relations:
             means = [np.mean([_test_em(r) for r in runs])
                      for runs in (self.select(relation, label) for label in reference) if runs]
