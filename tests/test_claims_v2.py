@@ -169,17 +169,18 @@ def test_the_new_claims_are_decided_in_the_direction_the_runs_were_drawn(loaded)
         assert level.n_seeds == len(SEEDS) and level.n_facts == FACTS
 
 
-def test_course_verdicts_and_evidence_read_a_study_config_and_name_claims_not_run(config,
-                                                                                tmp_path):
+def test_course_evidence_reads_a_study_config_and_keeps_claims_not_run(config, tmp_path):
     path = config.results.parent / "study.json"
-    text = claims.course_verdicts(["deep_prefix_vs_free", "random_init_level"], config=path)
-    assert "deep prompts: a deep prefix (P-Tuning v2)" in text
-    assert text.count("not in this study yet") == 1 and text.rstrip().count(
-        "random_init_level") == 1  # no free_normal runs: named once, not per relation
+    text = evidence.course_evidence(["deep_prefix_vs_free", "random_init_level"], config=path)
+    deep = [row for row in text.rows if row.claim_id == "deep_prefix_vs_free"]
+    assert deep and all(row.outcome is not None for row in deep)
+    absent = [row for row in text.rows if row.claim_id == "random_init_level"]
+    assert absent and all(row.outcome is None and "not in the study" in row.reason
+                          for row in absent)  # no free_normal runs: kept, with the reason
     root = course_root_with(config, tmp_path / "course")  # the config in its studies/
-    relative = claims.course_verdicts(["deep_prefix_vs_free"], root=root,
-                                      config=claims.COURSE_STUDY)
-    assert relative.splitlines()[0] == text.splitlines()[0]
+    relative = evidence.course_evidence(["deep_prefix_vs_free"], root=root,
+                                        config=claims.COURSE_STUDY)
+    assert relative.heading == text.heading and relative.rows == deep
     table = evidence.course_evidence(NEW_CLAIMS, config=path)
     drawn = evidence.comparable(table.rows)
     assert drawn and all(not math.isnan(row.estimate) for row in drawn)

@@ -12,7 +12,7 @@ import pytest
 
 import ptlib
 from ptlib import stats
-from ptlib.course import claims, study
+from ptlib.course import claims, evidence, study
 from ptlib.course.study import runner as study_runner
 from ptlib.errors import ConfigError, DataError
 
@@ -273,9 +273,6 @@ def test_claim_verdicts_skip_what_is_not_run_yet(uninterrupted, monkeypatch):
     assert isinstance(verdicts[0].verdict, stats.Verdict)
     assert isinstance(verdicts[2].verdict, stats.Verdict)
     assert verdicts[1].verdict is None and verdicts[1].missing.startswith("not in the study yet")
-    text = claims.format_claims(verdicts)
-    assert text.startswith("capital_of:\n- encoder:") and "- mlp:" not in text
-    assert "- mlp:" in claims.format_claims(verdicts, missing=True)
     with pytest.raises(ConfigError, match="unknown claims"):
         claims.claim_verdicts(loaded, ["no_such_claim"])
 
@@ -290,25 +287,25 @@ def test_every_course_claim_is_decided_from_the_tiny_study(uninterrupted):
     assert "autoprompt_vs_manual" not in decided  # its search starts from " the", not manual
 
 
-def test_course_verdicts_print_the_named_claims_from_the_results(uninterrupted, tmp_path):
+def test_course_evidence_reads_the_named_claims_or_says_why_there_is_nothing(uninterrupted,
+                                                                           tmp_path):
     config, _, _ = uninterrupted
     root = course_root_with(config, tmp_path / "course")
-    text = claims.course_verdicts(["lstm_vs_normal_level"], root=root)
-    assert text.startswith(f"The course's study (results.jsonl): {RUNS} of {RUNS} planned runs")
-    assert "reparameterisation, level: LSTM against N(0,1) free vectors" in text
-    assert "local search" not in text  # only the named claim
-    everything = claims.course_verdicts(root=root)
-    assert "seeds  mean EM" in everything and "reparameterisation, level" in everything
-    assert "not in this study yet (no runs of their methods): autoprompt_vs_manual" in everything
+    table = evidence.course_evidence(["lstm_vs_normal_level"], root=root)
+    assert table.heading == (f"The course's study (results.jsonl): {RUNS} of {RUNS} planned "
+                             "runs recorded.")
+    assert {row.claim_id for row in table.rows} == {"lstm_vs_normal_level"}  # only the named one
+    assert {row.claim_id for row in evidence.course_evidence(root=root).rows} == set(claims.CLAIMS)
     empty = tmp_path / "empty"
     (empty / "notebooks").mkdir(parents=True)
     (empty / "studies").mkdir()
     raw = json.loads((config.results.parent / "study.json").read_text())
     (empty / claims.COURSE_STUDY).write_text(json.dumps(raw))  # no results file
-    assert claims.course_verdicts(["random_init_level"], root=empty).startswith(
+    nothing = evidence.course_evidence(["random_init_level"], root=empty)
+    assert nothing.rows == [] and nothing.heading.startswith(
         "No results from the course's study here yet")
     (empty / claims.COURSE_STUDY).unlink()
-    assert "not here" in claims.course_verdicts(["random_init_level"], root=empty)
+    assert "not here" in evidence.course_evidence(["random_init_level"], root=empty).heading
     assert claims.course_rows(root=empty) == []
 
 
@@ -321,25 +318,6 @@ def test_course_rows_give_each_seed_for_the_strip_plot(uninterrupted, tmp_path):
     assert rows["manual"]["seeds"] == 0 and len(rows["manual"]["seed_means"]) == 1
     chosen = claims.course_rows(root=root, labels=["lstm", "free_normal lr=0.03"])
     assert [row["method"] for row in chosen] == ["lstm", "free_normal lr=0.03"]
-
-
-def test_claim_tally_counts_each_outcome_from_outcome_and_winner(monkeypatch):
-    monkeypatch.setattr(claims, "CLAIMS", {"level": claims.Claim("level", "lstm", "free"),
-                                           "spread": claims.Claim("spread", "lstm", "free",
-                                                                  spread=True)})
-
-    def said(outcome, winner=None) -> stats.Verdict:
-        return stats.Verdict(outcome, winner, "the numbers", None)
-
-    verdicts = [claims.ClaimVerdict("level", "a", said(stats.Outcome.AHEAD, "lstm")),
-                claims.ClaimVerdict("level", "b", said(stats.Outcome.AHEAD, "lstm")),
-                claims.ClaimVerdict("level", "c", said(stats.Outcome.AHEAD, "free")),
-                claims.ClaimVerdict("spread", "a", said(stats.Outcome.NOT_COMPARED)),
-                claims.ClaimVerdict("spread", "b", None, "not in the study yet (no runs)")]
-    assert claims.claim_tally(verdicts).splitlines() == [
-        "- level:", "    lstm ahead on 2 of 3 (a, b)", "    free ahead on 1 of 3 (c)",
-        "- spread:", "    not compared on 1 of 2 (a)",
-        "    no runs in the study on 1 of 2 (b)"]
 
 
 def test_the_course_study_is_read_once_per_state_of_its_results(uninterrupted, tmp_path):

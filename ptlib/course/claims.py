@@ -3,7 +3,7 @@
 Each ``Claim`` compares two method labels of the study (a method with, optionally, ``lr=...``,
 ``steps=...`` and ``template=NAME``, see ``Study.select``) on every relation: a difference in
 mean exact match, or with ``spread`` a ratio of seed standard deviations. A notebook names the
-claims it discusses by id (``course_verdicts(["random_init_level", "random_init_spread"])``),
+claims it discusses by id (``evidence.show_evidence(["random_init_level", ...])``),
 so inserting a notebook renames nothing here. The course's study is the second one
 (``studies/course_study_v2.json``); the first (``studies/course_study.json``, whose searches
 started from " the" and were cut at the training budget) is read with ``config=``, and the
@@ -165,37 +165,6 @@ def claim_verdicts(study: Study, claim_ids: list[str] | None = None,
     return out
 
 
-def format_claims(verdicts: list[ClaimVerdict], missing: bool = False) -> str:
-    """The claim verdicts as text, grouped by relation; ``missing`` keeps claims not yet run."""
-    lines, current = [], None
-    for item in verdicts:
-        if item.verdict is None and not missing:
-            continue
-        if item.relation != current:
-            lines.append(f"{item.relation}:")
-            current = item.relation
-        lines.append(f"- {CLAIMS[item.claim_id].text}:\n    {item.verdict or item.missing}")
-    return "\n".join(lines)
-
-
-def claim_tally(verdicts: list[ClaimVerdict]) -> str:
-    """Each claim's verdicts counted over relations: the claim, then one line per outcome
-    (which method was ahead or steadier, on how many relations; where the runs could not tell
-    or did not compare), read from each verdict's outcome and winner."""
-    outcomes: dict[str, dict[str, list[str]]] = {}
-    for item in verdicts:
-        verdict = item.verdict
-        outcome = "no runs in the study" if verdict is None else verdict.label
-        outcomes.setdefault(item.claim_id, {}).setdefault(outcome, []).append(item.relation)
-    lines = []
-    for claim_id, by_outcome in outcomes.items():
-        total = sum(len(relations) for relations in by_outcome.values())
-        lines.append(f"- {CLAIMS[claim_id].text}:")
-        lines += [f"    {outcome} on {len(relations)} of {total} ({', '.join(relations)})"
-                  for outcome, relations in sorted(by_outcome.items(), key=lambda kv: -len(kv[1]))]
-    return "\n".join(lines)
-
-
 def study_path(root: str | Path | None = None, config: str | Path | None = None
                ) -> Path | None:
     """Where a study config is: ``config`` (a relative path: to the course's root), by default
@@ -248,28 +217,3 @@ def study_note(study: Study | None) -> str:
                 "`make study` runs it, and its verdicts then print here.")
     return (f"The course's study ({study.config.results.name}): {len(study.records)} of "
             f"{len(plan(study.config))} planned runs recorded.")
-
-
-def course_verdicts(claim_ids: list[str] | None = None, root: str | Path | None = None,
-                    config: str | Path | None = None) -> str:
-    """What the course's study (or the study config at ``config``) says, as text for a
-    notebook cell: for the named claims, or with None the relation x method table and every
-    claim, a tally over relations and then each verdict. Claims with no runs on any relation
-    are named on one line. Says so instead when the study config or its results are not
-    here."""
-    study = course_study(root, config)
-    header = study_note(study)
-    if study is None or not study.records:
-        return header
-    verdicts = claim_verdicts(study, claim_ids)
-    run = {item.claim_id for item in verdicts if item.verdict is not None}
-    absent = [claim_id for claim_id in dict.fromkeys(item.claim_id for item in verdicts)
-              if claim_id not in run]
-    verdicts = [item for item in verdicts if item.claim_id in run]
-    table = "" if claim_ids is not None else f"{study.summary_table()}\n\n"
-    tally = claim_tally(verdicts) or "none of these claims run yet"
-    if absent:
-        tally += f"\n- not in this study yet (no runs of their methods): {', '.join(absent)}"
-    detail = format_claims(verdicts) or "none of these claims run yet"
-    return (f"{header}\n{table}Over the relations:\n{tally}\n\n"
-            f"Relation by relation:\n{detail}")
