@@ -209,6 +209,15 @@ def test_machine_paths_are_found_at_any_depth():
 NOTEBOOK_PATHS = course.course_notebooks(NOTEBOOKS)
 
 
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda path: path.name[:2])
+def test_no_committed_notebook_holds_a_placeholder(path):
+    """A paragraph still waiting for its numbers (``TODO(study)``, ``+0.xxx``) never ships."""
+    notebook = nbformat.read(path, as_version=4)
+    waiting = [index for index, cell in enumerate(notebook.cells)
+               if "TODO" in cell.source or "0.xxx" in cell.source]
+    assert waiting == [], f"cells {waiting} of {path.name} hold a placeholder"
+
+
 def _python(source: str) -> ast.Module:
     """A code cell's syntax tree, its IPython magics (``%matplotlib inline``) turned to Python."""
     from IPython.core.inputtransformer2 import TransformerManager
