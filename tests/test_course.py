@@ -210,6 +210,21 @@ NOTEBOOK_PATHS = course.course_notebooks(NOTEBOOKS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda path: path.name[:2])
+def test_no_committed_output_prints_more_than_60_lines(path):
+    """A reader meets evidence as a table and a figure, not a wall of text (issue 25)."""
+    notebook = nbformat.read(path, as_version=4)
+    long_outputs = []
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.get("output_type") == "stream" else (
+                output.get("data", {}).get("text/plain", ""))
+            lines = len("".join(text).splitlines())
+            if lines > 60:
+                long_outputs.append(f"cell {index}: {lines} lines")
+    assert long_outputs == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda path: path.name[:2])
 def test_no_committed_notebook_holds_a_placeholder(path):
     """A paragraph still waiting for its numbers (``TODO(study)``, ``+0.xxx``) never ships."""
     notebook = nbformat.read(path, as_version=4)
